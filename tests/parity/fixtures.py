@@ -1,0 +1,138 @@
+"""Finding parity fixtures and comparing against them (tolerances: shared/parity/README.md §7).
+
+Fixtures are read where they lie: ``../shared/parity`` beside the checkout (or
+``$FACEFOUNDRY_SHARED/parity``), plus ``$PARITY_FIXTURES_DIR`` when it is set. Every
+``*.seed<N>.npz`` found is a test case; nothing is special-cased.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("FACEFOUNDRY_SHARED", REPO.parent / "shared"))
+PARITY = SHARED / "parity"
+SEED_RE = re.compile(r"(.+)\.seed(\d+)\.npz$")
+
+
+def fixture_roots() -> list[Path]:
+    roots = [PARITY]
+    extra = os.environ.get("PARITY_FIXTURES_DIR")
+    if extra:
+        roots.append(Path(extra))
+    return [r for r in roots if r.is_dir()]
+
+
+def discover(subdir: str, module: str) -> list[Path]:
+    """Every ``<subdir>/<module>.seed<N>.npz`` in every fixture root."""
+    found = []
+    for root in fixture_roots():
+        for path in sorted((root / subdir).glob(f"{module}.seed*.npz")):
+            m = SEED_RE.match(path.name)
+            if m and m.group(1) == module:
+                found.append(path)
+    return found
+
+
+def params(subdir: str, module: str):
+    """pytest parameters over the fixtures of one module (ids: root name + file name)."""
+    paths = discover(subdir, module)
+    if not paths:
+        return [pytest.param(None, marks=pytest.mark.skip(reason=f"no {module} fixtures"))]
+    return [pytest.param(p, id=f"{p.parent.parent.name}/{p.name}") for p in paths]
+
+
+def seed_of(path: Path) -> int:
+    return int(SEED_RE.match(path.name).group(2))
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    data = dict(np.load(path))
+    assert int(data["meta_seed"]) == seed_of(path), "meta_seed disagrees with the file name"
+    assert str(data["meta_rule"]) == "v2", "fixture built with another weight rule"
+    return data
+
+
+def sidecar(path: Path, module: str, suffix: str) -> dict:
+    """``<module>.<suffix>`` beside the fixture, else in the shared folder of the same layout."""
+    candidates = [path.parent / f"{module}.{suffix}", PARITY / path.parent.name / f"{module}.{suffix}"]
+    for c in candidates:
+        if c.exists():
+            return json.loads(c.read_text())
+    raise FileNotFoundError(candidates[0])
+
+
+def detweights():
+    """The shared weight rule, imported from where it lies (never copied into the project)."""
+    spec = importlib.util.spec_from_file_location("detweights", PARITY / "detweights.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def state_dict_for(path: Path, module: str) -> dict[str, np.ndarray]:
+    """Deterministic weights for the fixture at ``path`` (manifest beside it, seed from its name)."""
+    return detweights().state_dict_for(sidecar(path, module, "manifest.json"), seed_of(path))
+
+
+def default_tolerance(ref: np.ndarray) -> tuple[float, float]:
+    ref = np.asarray(ref, dtype=np.float64)
+    return 1e-4 * max(1.0, float(np.abs(ref).max()) if ref.size else 1.0), 1e-4
+
+
+def assert_close(got, ref, name: str = "", atol: float | None = None, rtol: float | None = None):
+    """The default check: ``|got - ref| <= atol + rtol |ref|`` with atol scaled by max |ref|."""
+    got = np.asarray(got, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    assert got.shape == ref.shape, f"{name}: shape {got.shape} != {ref.shape}"
+    d_atol, d_rtol = default_tolerance(ref)
+    atol = d_atol if atol is None else atol
+    rtol = d_rtol if rtol is None else rtol
+    err = np.abs(got - ref)
+    bad = err > atol + rtol * np.abs(ref)
+    assert not bad.any(), (
+        f"{name}: {int(bad.sum())}/{bad.size} out of tolerance, max err {err.max():.3g} "
+        f"(atol {atol:.3g}, rtol {rtol:.3g})"
+    )
+
+
+def assert_close_f16(got, ref_f16, name: str = ""):
+    """Outputs stored rounded to float16: ``|got - f16| <= 1e-3 max(|f16|, 1e-2) + 1e-4``."""
+    got = np.asarray(got, dtype=np.float64)
+    ref = np.asarray(ref_f16, dtype=np.float64)
+    assert got.shape == ref.shape, f"{name}: shape {got.shape} != {ref.shape}"
+    err = np.abs(got - ref)
+    bad = err > 1e-3 * np.maximum(np.abs(ref), 1e-2) + 1e-4
+    assert not bad.any(), f"{name}: {int(bad.sum())}/{bad.size} out of tolerance, max err {err.max():.3g}"
+
+
+def assert_output(got, fixture: dict, key: str):
+    """Compare output ``key`` whichever way the fixture stores it (full, f16 + exact subset, stats)."""
+    got = np.asarray(got, dtype=np.float64)
+    if key in fixture:
+        assert_close(got, fixture[key], key)
+    if f"{key}_f16" in fixture:
+        assert_close_f16(got, fixture[f"{key}_f16"], f"{key}_f16")
+        flat = got.reshape(-1)[fixture[f"{key}_sub_idx"]]
+        assert_close(flat, fixture[f"{key}_sub"], f"{key}_sub")
+    if f"{key}_stats" in fixture:
+        stats = fixture[f"{key}_stats"]
+        mine = np.array([got.mean(), got.std(), got.min(), got.max(), np.abs(got).mean()])
+        atol, rtol = default_tolerance(got)
+        assert_close(mine, stats[:5], f"{key}_stats", atol=atol, rtol=rtol)
+
+
+def assert_u8_close(got, ref, name: str = "", max_fraction: float = 0.01):
+    """uint8 images: at most one level anywhere and at most 1 % of values different."""
+    got = np.asarray(got).astype(np.int16)
+    ref = np.asarray(ref).astype(np.int16)
+    assert got.shape == ref.shape, f"{name}: shape {got.shape} != {ref.shape}"
+    diff = np.abs(got - ref)
+    assert diff.max() <= 1, f"{name}: max difference {diff.max()} levels"
+    assert (diff > 0).mean() <= max_fraction, f"{name}: {(diff > 0).mean():.2%} of values differ"
