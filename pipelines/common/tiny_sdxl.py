@@ -1,0 +1,101 @@
+"""Tiny SDXL inpainting components in diffusers' own folder layout, for the tiny profile.
+
+The configs are those of diffusers' SDXL inpainting tests (``get_dummy_components``): the real
+classes at a small size, so ``SDXLInpainter.load`` reads them exactly as it reads the real
+``diffusers/stable-diffusion-xl-1.0-inpainting-0.1`` folder. The Lightning LoRA is written in
+the kohya key layout (``lora_unet_…​.lora_down.weight`` / ``lora_up`` / ``alpha``) that
+``ByteDance/SDXL-Lightning``'s single-file LoRAs use.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+
+def _byte_level_vocab() -> dict[str, int]:
+    """CLIP's byte-to-unicode alphabet, bare and word-final, plus the two special tokens."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
+        range(ord("®"), ord("ÿ") + 1)
+    )
+    chars, extra = [], 0
+    for b in range(256):
+        if b in printable:
+            chars.append(chr(b))
+        else:
+            chars.append(chr(256 + extra))
+            extra += 1
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    return {t: i for i, t in enumerate(tokens)}
+
+
+def write_tokenizer(dest: Path) -> None:
+    from transformers import CLIPTokenizer
+
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "vocab.json").write_text(json.dumps(_byte_level_vocab()))
+    (dest / "merges.txt").write_text("#version: 0.2\n")
+    CLIPTokenizer(str(dest / "vocab.json"), str(dest / "merges.txt"), model_max_length=77).save_pretrained(dest)
+
+
+def build_tiny_inpaint_pipeline(seed: int = 0):
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLInpaintPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=9, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=80, cross_attention_dim=64,
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, steps_offset=1, beta_schedule="scaled_linear",
+        timestep_spacing="leading",
+    )
+    vae = AutoencoderKL(
+        block_out_channels=[32, 64], in_channels=3, out_channels=3,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], latent_channels=4, sample_size=128,
+    )
+    text_config = CLIPTextConfig(
+        bos_token_id=514, eos_token_id=515, hidden_size=32, intermediate_size=37, layer_norm_eps=1e-05,
+        num_attention_heads=4, num_hidden_layers=5, pad_token_id=515, vocab_size=516, hidden_act="gelu",
+        projection_dim=32,
+    )
+    return StableDiffusionXLInpaintPipeline(
+        vae=vae, text_encoder=CLIPTextModel(text_config), text_encoder_2=CLIPTextModelWithProjection(text_config),
+        tokenizer=None, tokenizer_2=None, unet=unet, scheduler=scheduler,
+    )
+
+
+def lightning_lora_state(unet, rank: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A kohya-layout LoRA over every attention projection of ``unet``."""
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, module in unet.named_modules():
+        is_projection = name.endswith(("to_q", "to_k", "to_v", "to_out.0"))
+        if isinstance(module, torch.nn.Linear) and ".attn" in name and is_projection:
+            key = "lora_unet_" + name.replace(".", "_")
+            state[f"{key}.lora_down.weight"] = torch.randn(rank, module.in_features, generator=gen) * 0.01
+            state[f"{key}.lora_up.weight"] = torch.randn(module.out_features, rank, generator=gen) * 0.01
+            state[f"{key}.alpha"] = torch.tensor(float(rank))
+    return state
+
+
+def write_tiny_sdxl_inpainting(model_dir: Path, lora_path: Path, seed: int = 0) -> None:
+    """Write the diffusers folder at ``model_dir`` and the Lightning LoRA file at ``lora_path``."""
+    from safetensors.torch import save_file
+
+    pipe = build_tiny_inpaint_pipeline(seed)
+    pipe.save_pretrained(str(model_dir), safe_serialization=True)
+    for sub in ("tokenizer", "tokenizer_2"):
+        write_tokenizer(model_dir / sub)
+    index = json.loads((model_dir / "model_index.json").read_text())
+    index["tokenizer"] = index["tokenizer_2"] = ["transformers", "CLIPTokenizer"]
+    (model_dir / "model_index.json").write_text(json.dumps(index, indent=2))
+    lora_path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(lightning_lora_state(pipe.unet, seed=seed), str(lora_path))
