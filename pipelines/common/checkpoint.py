@@ -71,7 +71,8 @@ def fold_spectral_norm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
 
 
 def to_tensors(state: Mapping[str, np.ndarray | torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(v))
+    """numpy arrays as tensors; ``np.array`` keeps 0-d arrays 0-d (BatchNorm's ``num_batches_tracked``)."""
+    return {k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.array(v, order="C"))
             for k, v in state.items()}
 
 
