@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test command of README.md (and of .ci/run): system packages, Python packages, the suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq ffmpeg espeak-ng sox
+python -m pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
+python -m pip install -e ".[test]"
+python -m pytest "$@"

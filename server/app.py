@@ -1,0 +1,95 @@
+"""The FastAPI application: wiring of settings, keys, the job engine, routes and middleware.
+
+Run with ``facefoundry serve`` (or ``uvicorn --factory server.app:create_app``). This package
+never imports torch; pipelines are reached only through ``pipelines.registry``.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+
+from server.auth import Gatekeeper, KeyStore
+from server.errors import error_response, install_error_handlers
+from server.jobs import Engine
+from server.metrics import Metrics
+from server.routes import build_router
+from server.settings import Settings
+
+log = logging.getLogger("facefoundry")
+
+DESCRIPTION = """Self-hosted, drop-in replacement for Segmind's face endpoints.
+
+Point the `segmind` SDK at it with `SegmindClient(base_url="https://<host>/v1")`. Authenticate with
+`x-api-key` or `Authorization: Bearer`. Errors are `{"error": "<message>"}`. Media fields take an
+http(s) URL, raw base64 or a data URI."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+    gatekeeper = Gatekeeper(settings, KeyStore(settings.keys_file))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        engine = Engine(settings, gatekeeper, metrics)
+        app.state.engine = engine
+        engine.start()
+        if settings.preload:
+            threading.Thread(target=engine.preload, name="preload", daemon=True).start()
+        sweeper = asyncio.create_task(_sweep_forever(engine, settings))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            await asyncio.to_thread(engine.stop)
+
+    app = FastAPI(title="facefoundry", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.gatekeeper = gatekeeper
+    install_error_handlers(app)
+    app.include_router(build_router(settings.pipelines))
+
+    @app.middleware("http")
+    async def account_and_measure(request: Request, call_next):
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except Exception as exc:
+            log.error("unhandled error on %s", request.url.path, exc_info=exc)
+            response = error_response(500, "internal server error")
+        route = request.scope.get("route")
+        label = getattr(route, "path", "unmatched")
+        metrics.requests.labels(label, request.method, str(response.status_code)).inc()
+        metrics.latency.labels(label, request.method).observe(time.perf_counter() - started)
+        caller = getattr(request.state, "caller", None)
+        if response.status_code == 200 and caller is not None:
+            # segmindapi reads X-remaining-credits on every 200 and crashes without it (§2.3).
+            headers = response.headers
+            if "x-remaining-credits" not in headers:
+                headers["X-remaining-credits"] = str(gatekeeper.remaining(caller))
+            if "x-request-id" not in headers:
+                headers["x-request-id"] = getattr(request.state, "request_id", None) or str(uuid.uuid4())
+            if "x-generation-time" not in headers:
+                headers["X-generation-time"] = "0.000"
+        if settings.weights == "tiny":
+            response.headers["x-weights-profile"] = "tiny"
+        return response
+
+    return app
+
+
+async def _sweep_forever(engine: Engine, settings: Settings) -> None:
+    interval = min(60.0, settings.job_ttl_s / 4)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(engine.sweep)
+        except Exception as exc:
+            log.warning("sweeping expired jobs failed: %s", exc)

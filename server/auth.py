@@ -1,0 +1,238 @@
+"""API keys: a JSON file of hashed keys with credits, allowed models and a requests-per-minute cap.
+
+Keys are random secrets chosen by the operator, so one SHA-256 per key is enough (no password
+stretching needed); they are compared in constant time. The server and ``facefoundry keys``
+share the file: every use is a read (and, for changes, a write) under an exclusive lock, so
+credits added from the CLI apply at once.
+"""
+from __future__ import annotations
+
+import collections
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from server.errors import INSUFFICIENT_CREDITS, INVALID_KEY, MISSING_KEY, ApiError
+from server.settings import Settings
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    """A key in Segmind's format: ``SG_`` + 16 hex characters (segmind-api.md §3 "Key format")."""
+    return "SG_" + secrets.token_hex(8)
+
+
+@dataclass
+class ApiKey:
+    id: str  # the hash's first 12 hex digits: enough to name a key in logs, useless to an attacker
+    hash: str
+    hint: str
+    credits: float | None = None  # None: unlimited
+    models: list[str] | None = None  # None: every model
+    rpm: int | None = None  # None: no cap
+    revoked: bool = False
+    created: float = field(default_factory=time.time)
+
+
+class KeyStore:
+    """The keys file, shared between the server and the ``facefoundry keys`` commands."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._keys: dict[str, ApiKey] = {}
+
+    @contextmanager
+    def _exclusive(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock, open(self.path.with_name(self.path.name + ".lock"), "a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                self._reload()
+                yield
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+    def _reload(self) -> None:
+        # Re-read on every use (the file is small): an mtime check could miss a CLI edit made
+        # within the filesystem's timestamp granularity of a server write.
+        try:
+            data = json.loads(self.path.read_text() or "{}")
+        except FileNotFoundError:
+            data = {}
+        self._keys = {k["id"]: ApiKey(**k) for k in data.get("keys", [])}
+
+    def _save(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps({"keys": [asdict(k) for k in self._keys.values()]}, indent=2))
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
+
+    def _match(self, key: str) -> ApiKey | None:
+        digest = hash_key(key)
+        found = None
+        # No early exit: every stored hash is compared, so timing says nothing about which matched.
+        for entry in self._keys.values():
+            if hmac.compare_digest(entry.hash, digest):
+                found = entry
+        return found
+
+    def find(self, key: str) -> ApiKey | None:
+        with self._exclusive():
+            entry = self._match(key)
+            return None if entry is None or entry.revoked else entry
+
+    def get(self, key_id: str) -> ApiKey | None:
+        with self._exclusive():
+            return self._keys.get(key_id)
+
+    def all(self) -> list[ApiKey]:
+        with self._exclusive():
+            return list(self._keys.values())
+
+    def add(self, key: str, credits: float | None = None, models: list[str] | None = None,
+            rpm: int | None = None) -> ApiKey:
+        with self._exclusive():
+            if self._match(key) is not None:
+                raise ValueError("this key is already in the keys file")
+            digest = hash_key(key)
+            entry = ApiKey(id=digest[:12], hash=digest, hint=key[:5] + "…", credits=credits,
+                           models=models, rpm=rpm)
+            self._keys[entry.id] = entry
+            self._save()
+            return entry
+
+    def revoke(self, key: str) -> ApiKey:
+        with self._exclusive():
+            entry = self._match(key) or self._keys.get(key)
+            if entry is None:
+                raise KeyError("no such key")
+            entry.revoked = True
+            self._save()
+            return entry
+
+    def credit(self, key: str, amount: float) -> ApiKey:
+        """Add ``amount`` credits (negative to remove); a key with unlimited credits gets a balance."""
+        with self._exclusive():
+            entry = self._match(key) or self._keys.get(key)
+            if entry is None:
+                raise KeyError("no such key")
+            entry.credits = (entry.credits or 0.0) + amount
+            self._save()
+            return entry
+
+    def debit(self, key_id: str, amount: float) -> float | None:
+        """Charge a successful call; returns the balance left (None: unlimited)."""
+        with self._exclusive():
+            entry = self._keys.get(key_id)
+            if entry is None or entry.credits is None:
+                return None
+            entry.credits -= amount
+            self._save()
+            return entry.credits
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who made a request: a key's id, or None when auth is off."""
+
+    key_id: str | None
+
+
+class RateLimiter:
+    """Sliding one-minute window of submissions per key."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._times: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+
+    def admit(self, key_id: str, rpm: int, now: float | None = None) -> float | None:
+        """Record a request and return None, or refuse it and return when the window frees up."""
+        now = time.time() if now is None else now
+        with self._lock:
+            window = self._times[key_id]
+            while window and window[0] <= now - 60:
+                window.popleft()
+            if len(window) >= rpm:
+                return window[0] + 60
+            window.append(now)
+            return None
+
+
+def presented_key(headers) -> str | None:
+    """The key from ``x-api-key`` or ``Authorization: Bearer`` (segmind-api.md §1, item 6)."""
+    key = headers.get("x-api-key")
+    if key:
+        return key.strip()
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+class Gatekeeper:
+    """Authentication, per-key model access, rate limits and credits, as the routes need them."""
+
+    def __init__(self, settings: Settings, store: KeyStore):
+        self.settings = settings
+        self.store = store
+        self.limiter = RateLimiter()
+
+    def authenticate(self, headers) -> Caller:
+        if self.settings.no_auth:
+            return Caller(None)
+        key = presented_key(headers)
+        if key is None:
+            raise ApiError(401, MISSING_KEY)
+        entry = self.store.find(key)
+        if entry is None:
+            raise ApiError(401, INVALID_KEY)
+        return Caller(entry.id)
+
+    def admit(self, caller: Caller, slug: str, cost: float) -> None:
+        """Refuse a submission the key may not make: model (403), rate (429), credits (406)."""
+        if caller.key_id is None:
+            return
+        entry = self.store.get(caller.key_id)
+        if entry is None or entry.revoked:
+            raise ApiError(401, INVALID_KEY)
+        if entry.models is not None and slug not in entry.models:
+            raise ApiError(403, f"this API key is not allowed to use {slug}")
+        if entry.rpm is not None:
+            reset_at = self.limiter.admit(entry.id, entry.rpm)
+            if reset_at is not None:
+                stamp = datetime.fromtimestamp(reset_at, timezone.utc).isoformat(timespec="seconds")
+                raise ApiError(
+                    429,
+                    f"rate limit of {entry.rpm} requests per minute exceeded; retry after {stamp}",
+                    {"x-rate-limit-reset-at-utc": stamp},
+                )
+        if entry.credits is not None and entry.credits < cost:
+            raise ApiError(406, INSUFFICIENT_CREDITS)
+
+    def remaining(self, caller: Caller) -> float:
+        if caller.key_id is None:
+            return self.settings.unmetered_credits
+        entry = self.store.get(caller.key_id)
+        if entry is None or entry.credits is None:
+            return self.settings.unmetered_credits
+        return entry.credits
+
+    def charge(self, key_id: str | None, cost: float) -> float:
+        """Debit a successful call and return the balance left for the response headers."""
+        if key_id is None:
+            return self.settings.unmetered_credits
+        left = self.store.debit(key_id, cost)
+        return self.settings.unmetered_credits if left is None else left

@@ -1,0 +1,119 @@
+"""Every deployment knob, read from ``FACEFOUNDRY_*`` environment variables and CLI flags.
+
+The README's settings table is generated from the same names; a flag of ``facefoundry serve``
+overrides the environment (pydantic-settings gives init arguments priority).
+"""
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from pipelines.registry import PIPELINES
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split_commas(value):
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FACEFOUNDRY_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8000, description="Port to listen on.")
+    public_base_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("FACEFOUNDRY_PUBLIC_BASE_URL", "PUBLIC_BASE_URL", "public_base_url"),
+        description="Externally visible base URL (https://faces.example.com) for the absolute v2 "
+        "status/response URLs and output links; when unset they are built from the request's "
+        "(forwarded) host.",
+    )
+
+    no_auth: bool = Field(
+        False, description="Serve without API keys (`serve --no-auth`); auth is on unless this is set explicitly."
+    )
+    keys_file: Path = Field(Path("data/keys.json"), description="Hashed API keys, credits and limits.")
+    default_cost: float = Field(1.0, ge=0, description="Credits charged per successful call.")
+    costs: dict[str, float] = Field({}, description='Per-endpoint credits, JSON: {"sadtalker": 5}.')
+    unmetered_credits: float = Field(
+        1_000_000.0,
+        description="X-remaining-credits sent when auth is off or a key has unlimited credits "
+        "(segmindapi crashes without the header, segmind-api.md §2.3).",
+    )
+
+    # Same variable as scripts/download_weights.py reads, so both agree on the install root.
+    weights_root: Path = Field(
+        Path("weights"),
+        validation_alias=AliasChoices("FACEFOUNDRY_WEIGHTS_DIR", "weights_root"),
+        description="Root of the installed weights (env FACEFOUNDRY_WEIGHTS_DIR).",
+    )
+    weights: Literal["full", "tiny"] = Field(
+        "full", description="Weights profile; `tiny` loads <weights_root>/tiny (random demo weights)."
+    )
+    device: CommaList = Field(["cpu"], description="Devices, comma separated (cuda:0,cuda:1); one worker each.")
+    dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="Model dtype on CUDA.")
+    allow_noncommercial: bool = Field(False, description="Allow components whose licence is non-commercial.")
+    pipelines: CommaList = Field(list(PIPELINES), description="Enabled endpoints, comma separated.")
+    preload: bool = Field(False, description="Load every enabled pipeline at start instead of on first use.")
+
+    queue_max: int = Field(32, ge=1, description="Most jobs waiting in the queue (v1 and v2); more → 429.")
+    request_timeout_s: float = Field(300.0, gt=0, description="Per-request deadline; v1 answers 504 after it.")
+    job_store: Path = Field(Path("data/jobs.sqlite"), description="SQLite file of the v2 jobs.")
+    outputs_dir: Path = Field(Path("data/outputs"), description="Where v2 results are kept.")
+    store_outputs: bool = Field(True, description="Serve v2 results at /outputs/…; when off, data URIs.")
+    job_ttl_s: float = Field(3600.0, gt=0, description="How long v2 records and files live (Segmind: 1 h).")
+    job_max_attempts: int = Field(
+        2, ge=1, description="Runs allowed per v2 job; a job interrupted by a restart more often is FAILED."
+    )
+
+    max_body_bytes: int = Field(64 * 2**20, description="Largest request body (413 beyond).")
+    max_input_bytes: int = Field(32 * 2**20, description="Largest fetched or decoded input file (413 beyond).")
+    max_pixels: int = Field(40_000_000, description="Largest input image in pixels (decompression bombs → 400).")
+    max_audio_seconds: float = Field(300.0, description="Longest input audio.")
+    fetch_connect_timeout_s: float = Field(5.0, description="Connect timeout for input URLs.")
+    fetch_read_timeout_s: float = Field(20.0, description="Read timeout for input URLs.")
+    fetch_max_redirects: int = Field(3, description="Redirects followed per input URL (each re-checked).")
+    fetch_allow: CommaList = Field(
+        [],
+        description="Networks (CIDR) that input URLs may reach although private or loopback, for on-prem use.",
+    )
+
+    _split = field_validator("device", "pipelines", "fetch_allow", mode="before")(_split_commas)
+
+    @field_validator("pipelines")
+    @classmethod
+    def _known_pipelines(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(PIPELINES))
+        if unknown:
+            raise ValueError(f"unknown pipelines {unknown}; known: {sorted(PIPELINES)}")
+        return value
+
+    @field_validator("fetch_allow")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        for net in value:
+            ipaddress.ip_network(net, strict=False)
+        return value
+
+    def cost_of(self, slug: str) -> float:
+        return self.costs.get(slug, self.default_cost)
+
+    @property
+    def weights_dir(self) -> Path:
+        return self.weights_root / "tiny" if self.weights == "tiny" else self.weights_root
+
+    @property
+    def inputs_dir(self) -> Path:
+        """Each queued v2 job's fetched inputs, kept so that a restart can run it again."""
+        return self.job_store.with_suffix(".inputs")
+
+    @property
+    def allowed_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(net, strict=False) for net in self.fetch_allow]

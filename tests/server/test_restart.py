@@ -1,0 +1,84 @@
+"""A server killed with queued and running v2 jobs loses none of them on restart."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from server.auth import KeyStore
+from tests.server import fake_pipeline
+from tests.server.conftest import FACE, KEY, b64, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+HEADERS = {"x-api-key": KEY}
+
+
+def start(tmp: Path, port: int, max_attempts: int) -> subprocess.Popen:
+    args = [sys.executable, "-m", "tests.server.fake_server", "serve", "--port", str(port),
+            "--keys-file", str(tmp / "keys.json"), "--weights-root", str(tmp / "weights"),
+            "--job-store", str(tmp / "jobs.sqlite"), "--outputs-dir", str(tmp / "outputs"),
+            "--log-level", "warning"]
+    env = {**os.environ, "FACEFOUNDRY_JOB_MAX_ATTEMPTS": str(max_attempts), "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(args, cwd=REPO, env=env)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("server did not start")
+
+
+def status(port: int, job_id: str) -> dict:
+    return httpx.get(f"http://127.0.0.1:{port}/v2/requests/{job_id}/status", headers=HEADERS).json()
+
+
+def wait_for(port: int, job_id: str, states: set[str], limit: float = 20) -> dict:
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        body = status(port, job_id)
+        if body["status"] in states:
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"{job_id} never reached {states}: {body}")
+
+
+@pytest.mark.parametrize("max_attempts", [2, 1])
+def test_kill_and_restart_keeps_queued_and_running_jobs(tmp_path, max_attempts):
+    fake_pipeline.write_markers(tmp_path / "weights")
+    KeyStore(tmp_path / "keys.json").add(KEY)
+    port = free_port()
+    server = start(tmp_path, port, max_attempts)
+    try:
+        url = f"http://127.0.0.1:{port}/v2/face-to-sticker"
+        running = httpx.post(url, json={"image": b64(FACE), "prompt": f"hang-once:{tmp_path / 'ran'}"},
+                             headers=HEADERS).json()["request_id"]
+        queued = httpx.post(url, json={"image": b64(FACE)}, headers=HEADERS).json()["request_id"]
+        wait_for(port, running, {"PROCESSING"})
+        assert status(port, queued)["status"] == "QUEUED"
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+
+    server = start(tmp_path, port, max_attempts)
+    try:
+        assert wait_for(port, queued, {"COMPLETED", "FAILED"})["status"] == "COMPLETED"
+        body = wait_for(port, running, {"COMPLETED", "FAILED"})
+        if max_attempts == 2:
+            assert body["status"] == "COMPLETED"
+            result = httpx.get(f"http://127.0.0.1:{port}/v2/requests/{running}", headers=HEADERS).json()
+            assert result["metrics"]["retry_count"] == 1
+        else:
+            assert body["status"] == "FAILED"
+            assert body["error"].startswith("the server stopped while this job was running")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(20)
