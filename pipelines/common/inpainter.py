@@ -50,8 +50,11 @@ class SDXLInpainter:
              dtype: torch.dtype = torch.float32) -> "SDXLInpainter":
         from diffusers import StableDiffusionXLInpaintPipeline
 
+        # The manifest installs the fp16 variant files of SDXL base (weights/manifest.toml);
+        # diffusers upcasts them when a float32 pipeline is asked for.
+        variant = "fp16" if any(Path(model_dir).glob("unet/*.fp16.safetensors")) else None
         pipe = StableDiffusionXLInpaintPipeline.from_pretrained(
-            str(model_dir), dtype=dtype, local_files_only=True
+            str(model_dir), dtype=dtype, local_files_only=True, variant=variant
         )
         if lightning_lora is not None:
             pipe.load_lora_weights(str(lightning_lora), adapter_name=LIGHTNING_ADAPTER)

@@ -1,8 +1,8 @@
-"""Tiny SDXL inpainting components in diffusers' own folder layout, for the tiny profile.
+"""Tiny SDXL components in diffusers' own folder layout (fp16 variant file names), for the tiny profile.
 
-The configs are those of diffusers' SDXL inpainting tests (``get_dummy_components``): the real
-classes at a small size, so ``SDXLInpainter.load`` reads them exactly as it reads the real
-``diffusers/stable-diffusion-xl-1.0-inpainting-0.1`` folder. The Lightning LoRA is written in
+The configs are those of diffusers' SDXL tests (``get_dummy_components``): the real classes at a
+small size, so ``SDXLInpainter.load`` reads them exactly as it reads the real
+``stabilityai/stable-diffusion-xl-base-1.0`` folder the manifest installs. The Lightning LoRA is written in
 the kohya key layout (``lora_unet_…​.lora_down.weight`` / ``lora_up`` / ``alpha``) that
 ``ByteDance/SDXL-Lightning``'s single-file LoRAs use.
 """
@@ -31,12 +31,16 @@ def _byte_level_vocab() -> dict[str, int]:
 
 
 def write_tokenizer(dest: Path) -> None:
-    from transformers import CLIPTokenizer
-
+    """The four files of SDXL's ``tokenizer``/``tokenizer_2`` folders, with a byte-level vocabulary."""
+    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+               "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "vocab.json").write_text(json.dumps(_byte_level_vocab()))
     (dest / "merges.txt").write_text("#version: 0.2\n")
-    CLIPTokenizer(str(dest / "vocab.json"), str(dest / "merges.txt"), model_max_length=77).save_pretrained(dest)
+    (dest / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
+    config = {**special, "model_max_length": 77, "do_lower_case": True, "errors": "replace",
+              "tokenizer_class": "CLIPTokenizer"}
+    (dest / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
 
 
 def build_tiny_inpaint_pipeline(seed: int = 0):
@@ -45,7 +49,7 @@ def build_tiny_inpaint_pipeline(seed: int = 0):
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=9, out_channels=4,
+        block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
@@ -86,12 +90,12 @@ def lightning_lora_state(unet, rank: int = 4, seed: int = 0) -> dict[str, torch.
     return state
 
 
-def write_tiny_sdxl_inpainting(model_dir: Path, lora_path: Path, seed: int = 0) -> None:
+def write_tiny_sdxl(model_dir: Path, lora_path: Path, seed: int = 0) -> None:
     """Write the diffusers folder at ``model_dir`` and the Lightning LoRA file at ``lora_path``."""
     from safetensors.torch import save_file
 
     pipe = build_tiny_inpaint_pipeline(seed)
-    pipe.save_pretrained(str(model_dir), safe_serialization=True)
+    pipe.save_pretrained(str(model_dir), safe_serialization=True, variant="fp16")
     for sub in ("tokenizer", "tokenizer_2"):
         write_tokenizer(model_dir / sub)
     index = json.loads((model_dir / "model_index.json").read_text())

@@ -1,0 +1,149 @@
+"""faceswap-v4: face swap and head swap (faceswap.md §6), composed from components it is handed.
+
+Components and their default manifest entries (§6.1); each role can be pointed at another
+entry of the same kind through ``FaceSwapPipeline.ROLES`` so a licence-clean substitute loads
+without touching the flow.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from pipelines.base import InputError, LoadOptions, PipelineResult
+from pipelines.common.arcface import ArcFace
+from pipelines.common.component_files import locate_components, torch_dtype
+from pipelines.common.face_restore import FaceEnhancer
+from pipelines.common.face_restore_loader import load_gfpgan, load_parsenet
+from pipelines.common.face_types import Face, largest_face
+from pipelines.common.inpainter import SDXLInpainter
+from pipelines.common.inswapper import INSwapper
+from pipelines.common.scrfd import SCRFD
+from pipelines.weights.manifest import load_manifest
+
+from . import masks, swap
+from .style import apply_style, blend
+
+SLUG = "faceswap-v4"
+
+
+@dataclass
+class FaceSwapComponents:
+    detector: SCRFD
+    recognizer: ArcFace
+    swapper: INSwapper
+    parser: Any
+    enhancer: FaceEnhancer
+    inpainter: SDXLInpainter
+
+
+class FaceSwapPipeline:
+    name = SLUG
+    ROLES = {
+        "detector": "insightface.buffalo_l.det_10g",
+        "recognizer": "insightface.buffalo_l.w600k_r50",
+        "swapper": "inswapper_128",
+        "parser": "facexlib.parsenet",
+        "restorer": "gfpgan_v1.4",
+        "inpainter": "sdxl.base.model_index",
+        "inpainter_lightning": "sdxl.lightning_8step_lora",
+    }
+    # The inpainter's folder: every SDXL base file the manifest lists for this pipeline.
+    INPAINTER_FILES = "sdxl.base."
+
+    def __init__(self, components: FaceSwapComponents, report: list[dict], device: str = "cpu"):
+        self.c = components
+        self.report = report
+        self.device = device
+
+    @classmethod
+    def load(cls, options: LoadOptions) -> "FaceSwapPipeline":
+        manifest = load_manifest()
+        sdxl_files = [e.id for e in manifest.for_pipeline(SLUG) if e.id.startswith(cls.INPAINTER_FILES)]
+        paths, report = locate_components(SLUG, list(dict.fromkeys([*cls.ROLES.values(), *sdxl_files])), options)
+        role = {name: paths[entry] for name, entry in cls.ROLES.items()}
+        dtype = torch_dtype(options.dtype, options.device)
+        parser = load_parsenet(role["parser"]).to(options.device)
+        components = FaceSwapComponents(
+            detector=SCRFD(role["detector"], device=options.device),
+            recognizer=ArcFace(role["recognizer"], device=options.device),
+            swapper=INSwapper(role["swapper"], device=options.device),
+            parser=parser,
+            enhancer=FaceEnhancer(load_gfpgan(role["restorer"]).to(options.device), parser),
+            inpainter=SDXLInpainter.load(role["inpainter"].parent, role["inpainter_lightning"],
+                                         options.device, dtype),
+        )
+        return cls(components, report, options.device)
+
+    def components(self) -> list[dict]:
+        return self.report
+
+    def free_memory(self) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+    def detect(self, image: np.ndarray, field: str) -> Face:
+        face = largest_face(self.c.detector.detect_faces(np.ascontiguousarray(image[..., ::-1])))
+        if face is None:
+            raise InputError(f"No face detected in {field}")
+        return face
+
+    def __call__(self, params: Mapping[str, Any], inputs: Mapping[str, Any], seed: int) -> PipelineResult:
+        source, target = inputs["source_image"], inputs["target_image"]
+        model_type = params.get("model_type", "speed")
+        swap_type = params.get("swap_type", "face")
+        style_type = params.get("style_type", "normal")
+        source_face = self.detect(source, "source_image")
+        target_face = self.detect(target, "target_image")
+        source_face.embedding = self.c.recognizer.embed(np.ascontiguousarray(source[..., ::-1]), source_face.kps)
+        latent = self.c.swapper.latent(source_face.embedding)
+        generator = torch.Generator(self.device).manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        settings = swap.STYLE_SETTINGS[style_type]
+        size = swap.BOOST_SIZE[model_type]
+        with torch.inference_mode():
+            if swap_type == "head":
+                result, region = self.head_swap(source, source_face, target, target_face, latent, size,
+                                                model_type, settings, generator)
+            else:
+                result, region = self.face_swap(target, target_face, latent, size, model_type, settings, generator)
+        target_skin = swap.face_region(self.c.parser, target, target_face, masks.INNER_FACE)
+        result = apply_style(result, region, target, target_skin, style_type, swap.face_size(target_face), rng)
+        return PipelineResult(images=[result], info={"swap_type": swap_type, "model_type": model_type})
+
+    def face_swap(self, target, face, latent, size, model_type, settings, generator):
+        """§6.3: identity swap, restore, light diffusion refine, identity re-lock."""
+        c = self.c
+        result, region = swap.swap_identity(c.swapper, c.parser, target, face, latent, size)
+        result = swap.restore(c.enhancer, result, face, settings.restore_blend, generator)
+        if swap.face_size(face) >= swap.MIN_DIFFUSION_FACE:
+            inner = swap.face_region(c.parser, result, face, masks.INNER_FACE)
+            result = swap.refine_face(c.inpainter, result, face, inner, model_type, settings.refine_strength, generator)
+            result = swap.relock(c.swapper, c.parser, result, face, latent, size, settings.relock_blend)
+        return result, region
+
+    def head_swap(self, source, source_face, target, face, latent, size, model_type, settings, generator):
+        """§6.4: swap → compose → refine → re-lock."""
+        c = self.c
+        swapped, _ = swap.swap_identity(c.swapper, c.parser, target, face, latent, size)
+        if swap.face_size(face) < swap.MIN_DIFFUSION_FACE:
+            region = swap.face_region(c.parser, swapped, face, masks.INNER_FACE)
+            return swap.restore(c.enhancer, swapped, face, settings.restore_blend, generator), region
+        src_warped, src_head, src_inner = swap.warp_source_head(c.parser, source, source_face, target.shape, face)
+        composed, _ = swap.compose_head(swapped, src_warped, src_head, src_inner)
+        target_parsing = swap.parse_in_frame(c.parser, target, swap.head_affine(face.kps))
+        target_head = masks.class_mask(target_parsing, masks.HEAD)
+        inner_core = masks.class_mask(target_parsing, masks.INNER_CORE)
+        mi = swap.head_inpaint_mask(target_head, src_head, inner_core, face)
+        box = swap.square_around(face, 2.6, target.shape[:2])
+        # One pass at high strength over Mi, then the hair band re-blended 50/50 with C (§6.4 step 9).
+        painted = swap.inpaint_region(c.inpainter, composed, mi, box, swap.HEAD_PROMPT, swap.HEAD_NEGATIVE,
+                                      model_type, 0.9, generator)
+        hair_band = np.clip(src_head - src_inner, 0, 1) * mi * (1.0 - settings.hair_strength)
+        painted = blend(painted, composed, hair_band)
+        result = swap.relock(c.swapper, c.parser, painted, face, latent, size, settings.relock_blend)
+        result = swap.restore(c.enhancer, result, face, 0.5, generator)
+        region = np.maximum(np.maximum(src_head, target_head), mi)
+        return result, region
