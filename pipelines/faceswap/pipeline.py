@@ -21,6 +21,7 @@ from pipelines.common.face_types import Face, largest_face
 from pipelines.common.inpainter import SDXLInpainter
 from pipelines.common.inswapper import INSwapper
 from pipelines.common.scrfd import SCRFD
+from pipelines.common.timing import StageTimer
 from pipelines.weights.manifest import load_manifest
 
 from . import masks, swap
@@ -95,10 +96,13 @@ class FaceSwapPipeline:
         model_type = params.get("model_type", "speed")
         swap_type = params.get("swap_type", "face")
         style_type = params.get("style_type", "normal")
-        source_face = self.detect(source, "source_image")
-        target_face = self.detect(target, "target_image")
-        source_face.embedding = self.c.recognizer.embed(np.ascontiguousarray(source[..., ::-1]), source_face.kps)
-        latent = self.c.swapper.latent(source_face.embedding)
+        timer = StageTimer(self.device)
+        with timer.stage("detect"):
+            source_face = self.detect(source, "source_image")
+            target_face = self.detect(target, "target_image")
+        with timer.stage("embed"):
+            source_face.embedding = self.c.recognizer.embed(np.ascontiguousarray(source[..., ::-1]), source_face.kps)
+            latent = self.c.swapper.latent(source_face.embedding)
         generator = torch.Generator(self.device).manual_seed(seed)
         rng = np.random.default_rng(seed)
         settings = swap.STYLE_SETTINGS[style_type]
@@ -106,44 +110,58 @@ class FaceSwapPipeline:
         with torch.inference_mode():
             if swap_type == "head":
                 result, region = self.head_swap(source, source_face, target, target_face, latent, size,
-                                                model_type, settings, generator)
+                                                model_type, settings, generator, timer)
             else:
-                result, region = self.face_swap(target, target_face, latent, size, model_type, settings, generator)
-        target_skin = swap.face_region(self.c.parser, target, target_face, masks.INNER_FACE)
-        result = apply_style(result, region, target, target_skin, style_type, swap.face_size(target_face), rng)
-        return PipelineResult(images=[result], info={"swap_type": swap_type, "model_type": model_type})
+                result, region = self.face_swap(target, target_face, latent, size, model_type, settings,
+                                                generator, timer)
+        with timer.stage("style"):
+            target_skin = swap.face_region(self.c.parser, target, target_face, masks.INNER_FACE)
+            result = apply_style(result, region, target, target_skin, style_type, swap.face_size(target_face), rng)
+        return PipelineResult(images=[result], info={"swap_type": swap_type, "model_type": model_type,
+                                                     "timings": timer.seconds})
 
-    def face_swap(self, target, face, latent, size, model_type, settings, generator):
+    def face_swap(self, target, face, latent, size, model_type, settings, generator, timer):
         """§6.3: identity swap, restore, light diffusion refine, identity re-lock."""
         c = self.c
-        result, region = swap.swap_identity(c.swapper, c.parser, target, face, latent, size)
-        result = swap.restore(c.enhancer, result, face, settings.restore_blend, generator)
+        with timer.stage("swap"):
+            result, region = swap.swap_identity(c.swapper, c.parser, target, face, latent, size)
+        with timer.stage("restore"):
+            result = swap.restore(c.enhancer, result, face, settings.restore_blend, generator)
         if swap.face_size(face) >= swap.MIN_DIFFUSION_FACE:
-            inner = swap.face_region(c.parser, result, face, masks.INNER_FACE)
-            result = swap.refine_face(c.inpainter, result, face, inner, model_type, settings.refine_strength, generator)
-            result = swap.relock(c.swapper, c.parser, result, face, latent, size, settings.relock_blend)
+            with timer.stage("refine"):
+                inner = swap.face_region(c.parser, result, face, masks.INNER_FACE)
+                result = swap.refine_face(c.inpainter, result, face, inner, model_type, settings.refine_strength,
+                                          generator)
+            with timer.stage("relock"):
+                result = swap.relock(c.swapper, c.parser, result, face, latent, size, settings.relock_blend)
         return result, region
 
-    def head_swap(self, source, source_face, target, face, latent, size, model_type, settings, generator):
+    def head_swap(self, source, source_face, target, face, latent, size, model_type, settings, generator, timer):
         """§6.4: swap → compose → refine → re-lock."""
         c = self.c
-        swapped, _ = swap.swap_identity(c.swapper, c.parser, target, face, latent, size)
+        with timer.stage("swap"):
+            swapped, _ = swap.swap_identity(c.swapper, c.parser, target, face, latent, size)
         if swap.face_size(face) < swap.MIN_DIFFUSION_FACE:
-            region = swap.face_region(c.parser, swapped, face, masks.INNER_FACE)
-            return swap.restore(c.enhancer, swapped, face, settings.restore_blend, generator), region
-        src_warped, src_head, src_inner = swap.warp_source_head(c.parser, source, source_face, target.shape, face)
-        composed, _ = swap.compose_head(swapped, src_warped, src_head, src_inner)
-        target_parsing = swap.parse_in_frame(c.parser, target, swap.head_affine(face.kps))
-        target_head = masks.class_mask(target_parsing, masks.HEAD)
-        inner_core = masks.class_mask(target_parsing, masks.INNER_CORE)
-        mi = swap.head_inpaint_mask(target_head, src_head, inner_core, face)
-        box = swap.square_around(face, 2.6, target.shape[:2])
-        # One pass at high strength over Mi, then the hair band re-blended 50/50 with C (§6.4 step 9).
-        painted = swap.inpaint_region(c.inpainter, composed, mi, box, swap.HEAD_PROMPT, swap.HEAD_NEGATIVE,
-                                      model_type, 0.9, generator)
-        hair_band = np.clip(src_head - src_inner, 0, 1) * mi * (1.0 - settings.hair_strength)
-        painted = blend(painted, composed, hair_band)
-        result = swap.relock(c.swapper, c.parser, painted, face, latent, size, settings.relock_blend)
-        result = swap.restore(c.enhancer, result, face, 0.5, generator)
+            with timer.stage("restore"):
+                region = swap.face_region(c.parser, swapped, face, masks.INNER_FACE)
+                return swap.restore(c.enhancer, swapped, face, settings.restore_blend, generator), region
+        with timer.stage("compose"):
+            src_warped, src_head, src_inner = swap.warp_source_head(c.parser, source, source_face, target.shape, face)
+            composed, _ = swap.compose_head(swapped, src_warped, src_head, src_inner)
+            target_parsing = swap.parse_in_frame(c.parser, target, swap.head_affine(face.kps))
+            target_head = masks.class_mask(target_parsing, masks.HEAD)
+            inner_core = masks.class_mask(target_parsing, masks.INNER_CORE)
+            mi = swap.head_inpaint_mask(target_head, src_head, inner_core, face)
+        with timer.stage("inpaint"):
+            box = swap.square_around(face, 2.6, target.shape[:2])
+            # One pass at high strength over Mi, then the hair band re-blended with C (§6.4 step 9).
+            painted = swap.inpaint_region(c.inpainter, composed, mi, box, swap.HEAD_PROMPT, swap.HEAD_NEGATIVE,
+                                          model_type, 0.9, generator)
+            hair_band = np.clip(src_head - src_inner, 0, 1) * mi * (1.0 - settings.hair_strength)
+            painted = blend(painted, composed, hair_band)
+        with timer.stage("relock"):
+            result = swap.relock(c.swapper, c.parser, painted, face, latent, size, settings.relock_blend)
+        with timer.stage("restore"):
+            result = swap.restore(c.enhancer, result, face, 0.5, generator)
         region = np.maximum(np.maximum(src_head, target_head), mi)
         return result, region
