@@ -6,6 +6,6 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq ffmpeg espeak-ng sox
-python -m pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
-python -m pip install -e ".[test]"
-python -m pytest "$@"
+python3 -m pip install "torch==2.13.0"
+python3 -m pip install -e ".[test]"
+python3 -m pytest "$@"
