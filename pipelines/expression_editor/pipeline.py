@@ -1,0 +1,192 @@
+"""``/v1/expression-editor``: the ComfyUI-AdvancedLivePortrait ExpressionEditor node (spec §4).
+
+Data flow: detect the face (YOLOv8n) → square crop → F and M on the 256 crop → source keypoints →
+reference expression/pose and slider edits → driving keypoints → stitching → W → G → truncated
+uint8 crop → paste-back into the source. The node falls back to the whole image when it finds no
+face; this endpoint answers 400 instead (segmind-api.md rule, spec §8).
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from pipelines.base import InputError, LoadOptions, PipelineResult
+from pipelines.expression_editor import editor
+from pipelines.expression_editor.editor import MotionInfo, Sliders
+from pipelines.expression_editor.face_box import FaceDetector, select_face_box
+from pipelines.expression_editor.loader import NETWORK_FILES, LivePortraitNetworks, load_liveportrait
+from pipelines.expression_editor.yolo_loader import load_yolo_face
+
+# Weights-manifest entry of each file (spec §3.4).
+ENTRY_IDS = {name: f"liveportrait.{name}" for name in NETWORK_FILES} | {"yolov8n_face": "yolov8n_face"}
+LICENCES = {name: ("MIT", True) for name in NETWORK_FILES} | {"yolov8n_face": ("Apache-2.0", True)}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+OUTPUTS = ("full", "crop")
+CACHE_SIZE = 4
+
+
+@dataclass
+class PreparedSource:
+    """Everything the node derives from the source image once (``LP_Engine.prepare_source``)."""
+
+    region: tuple[int, int, int, int]
+    image_m: np.ndarray
+    mask: np.ndarray
+    info: MotionInfo
+    feature: torch.Tensor
+    x_s: torch.Tensor
+
+
+@dataclass
+class Edit:
+    """One edit's keypoints and images."""
+
+    delta: torch.Tensor
+    angles: torch.Tensor
+    x_d_pre_stitch: torch.Tensor
+    x_d: torch.Tensor
+    decoded: torch.Tensor
+    crop: np.ndarray
+    full: np.ndarray
+
+
+def content_key(image: np.ndarray, *extra) -> str:
+    """Cache key of an image (and whatever else the cached result depends on)."""
+    digest = hashlib.sha256(np.ascontiguousarray(image).tobytes())
+    digest.update(repr((image.shape, extra)).encode())
+    return digest.hexdigest()
+
+
+class ExpressionEditorPipeline:
+    name = "expression-editor"
+
+    def __init__(self, networks: LivePortraitNetworks, detector: FaceDetector, files: Mapping[str, Path],
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+        self.networks = networks
+        self.detector = detector
+        self.files = dict(files)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        # F/M results per source image, M per reference image, by content (spec §0 item 9, §7.6).
+        self._sources: OrderedDict[str, PreparedSource] = OrderedDict()
+        self._references: OrderedDict[str, MotionInfo] = OrderedDict()
+
+    @classmethod
+    def load(cls, options: LoadOptions) -> "ExpressionEditorPipeline":
+        from pipelines.weights.manifest import require
+
+        paths = require(options.weights_dir, list(ENTRY_IDS.values()), pipeline=cls.name)
+        files = {name: paths[entry] for name, entry in ENTRY_IDS.items()}
+        return cls.from_files(files, options.device, DTYPES[options.dtype])
+
+    @classmethod
+    def from_files(cls, files: Mapping[str, Path], device: str | torch.device = "cpu",
+                   dtype: torch.dtype = torch.float32) -> "ExpressionEditorPipeline":
+        """``files``: the five LivePortrait names of ``loader.NETWORK_FILES`` and ``yolov8n_face``."""
+        networks = load_liveportrait({n: files[n] for n in NETWORK_FILES}, device, dtype)
+        # The detector stays float32 so that its boxes, and with them the crop, match the node.
+        detector = FaceDetector(load_yolo_face(files["yolov8n_face"], device))
+        return cls(networks, detector, files, device, dtype)
+
+    def components(self) -> list[dict[str, Any]]:
+        return [{"id": ENTRY_IDS[name], "file": str(path), "licence": LICENCES[name][0],
+                 "commercial_use": LICENCES[name][1]} for name, path in self.files.items()]
+
+    def free_memory(self) -> None:
+        self._sources.clear()
+        self._references.clear()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # ---- node steps ------------------------------------------------------------------------
+
+    def face_box(self, image: np.ndarray, what: str = "image"):
+        """The node's chosen face box; InputError when there is none."""
+        box = select_face_box(self.detector.detect(image)[:, :4], image.shape[1])
+        if box is None:
+            raise InputError(f"no face detected in {what}")
+        return box
+
+    def _to_network(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(device=self.device, dtype=self.dtype)
+
+    @torch.no_grad()
+    def motion(self, face: np.ndarray) -> MotionInfo:
+        out = self.networks.motion(self._to_network(editor.network_input(face)))
+        return editor.motion_info({k: v.float().cpu() for k, v in out.items()})
+
+    @torch.no_grad()
+    def prepare_source(self, image: np.ndarray, box) -> PreparedSource:
+        key = content_key(image, box)
+        if key in self._sources:
+            self._sources.move_to_end(key)
+            return self._sources[key]
+        image_wh = (image.shape[1], image.shape[0])
+        region = editor.crop_region(box, image_wh)
+        mask_m, image_m = editor.crop_transforms(region, image_wh)
+        face = editor.face_crop(image, region)
+        info = self.motion(face)
+        feature = self.networks.appearance(self._to_network(editor.network_input(face)))
+        prepared = PreparedSource(region, image_m, editor.source_mask(mask_m, image_wh), info, feature,
+                                  editor.source_keypoints(info))
+        self._remember(self._sources, key, prepared)
+        return prepared
+
+    @torch.no_grad()
+    def reference_motion(self, image: np.ndarray, box) -> MotionInfo:
+        key = content_key(image, box)
+        if key not in self._references:
+            # The reference crop always uses the node's default factor (§4.2).
+            region = editor.crop_region(box, (image.shape[1], image.shape[0]), editor.CROP_FACTOR)
+            self._remember(self._references, key, self.motion(editor.face_crop(image, region)))
+        self._references.move_to_end(key)
+        return self._references[key]
+
+    @staticmethod
+    def _remember(cache: OrderedDict, key: str, value) -> None:
+        cache[key] = value
+        while len(cache) > CACHE_SIZE:
+            cache.popitem(last=False)
+
+    @torch.no_grad()
+    def edit(self, source: PreparedSource, source_image: np.ndarray, sliders: Sliders,
+             reference: MotionInfo | None = None, sample_parts: str = "OnlyExpression") -> Edit:
+        delta = torch.zeros_like(source.info.exp)
+        angles = editor.command_angles(sliders)
+        if reference is not None:
+            ref_pose = (reference.pitch, reference.yaw, reference.roll)
+            editor.reference_edit(delta, angles, editor.reference_expression(reference.exp), ref_pose, sample_parts)
+        angles = editor.slider_edit(delta, angles, sliders)
+        x_d_pre = editor.driving_keypoints(source.info, editor.expression_base(source.info), delta, angles)
+        x_d = editor.stitched(self.networks.stitching, self._to_network(source.x_s), self._to_network(x_d_pre))
+        warped = self.networks.warping(source.feature, kp_driving=x_d, kp_source=self._to_network(source.x_s))
+        decoded = self.networks.spade(feature=warped["out"]).float().cpu()
+        crop = editor.truncated_u8(decoded)
+        full = editor.paste_back(crop, source_image, source.image_m, source.mask)
+        return Edit(delta, angles, x_d_pre, x_d.float().cpu(), decoded, crop, full)
+
+    def __call__(self, params: Mapping[str, Any], inputs: Mapping[str, Any], seed: int) -> PipelineResult:
+        """Deterministic: ``seed`` is not used (the node draws nothing at random)."""
+        image = inputs.get("image")
+        if image is None:
+            raise InputError("image is required")
+        sample_parts = params.get("sample_parts") or "OnlyExpression"
+        output = params.get("output") or "full"
+        if sample_parts not in editor.SAMPLE_PARTS:
+            raise InputError(f"sample_parts must be one of {', '.join(editor.SAMPLE_PARTS)}")
+        if output not in OUTPUTS:
+            raise InputError(f"output must be one of {', '.join(OUTPUTS)}")
+        source = self.prepare_source(image, self.face_box(image))
+        ref_image = inputs.get("ref_expression_image")
+        reference = None
+        if ref_image is not None:
+            reference = self.reference_motion(ref_image, self.face_box(ref_image, "ref_expression_image"))
+        result = self.edit(source, image, Sliders.from_params(params), reference, sample_parts)
+        return PipelineResult(images=[result.crop if output == "crop" else result.full],
+                              info={"crop_region": list(source.region)})
