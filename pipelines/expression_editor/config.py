@@ -8,6 +8,8 @@ are named.
 """
 from __future__ import annotations
 
+from pipelines.common.motion_blocks import FACE_VID2VID_DENSE_MOTION
+
 APPEARANCE_FEATURE_EXTRACTOR = {
     "image_channel": 3,
     "block_expansion": 64,
@@ -33,13 +35,8 @@ WARPING_MODULE = {
     "num_down_blocks": 2,
     "reshape_channel": 32,
     "estimate_occlusion_map": True,
-    "dense_motion_params": {
-        "block_expansion": 32,
-        "max_features": 1024,
-        "num_blocks": 5,
-        "reshape_depth": 16,
-        "compress": 4,
-    },
+    # models.yaml keeps face-vid2vid's dense-motion values, as SadTalker does (§2.3).
+    "dense_motion_params": FACE_VID2VID_DENSE_MOTION,
 }
 
 SPADE_GENERATOR = {

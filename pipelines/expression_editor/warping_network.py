@@ -5,8 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dense_motion import DenseMotionNetwork
-from .util import SameBlock2d
+from pipelines.common.motion_blocks import DenseMotionNetwork, SameBlock2d
 
 
 class WarpingNetwork(nn.Module):

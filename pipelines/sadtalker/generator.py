@@ -9,78 +9,41 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dense_motion import DenseMotionNetwork
-from .render_blocks import DownBlock2d, ResBlock3d, SameBlock2d, SPADEResnetBlock
+from ..common.motion_blocks import AppearanceEncoder, DenseMotionNetwork, SameBlock2d, SPADEDecoder, SPADEResnetBlock
+
+# Mask weights below this are zeroed and the rest is NOT renormalised (spec §3.9 step 2.7, §10.4).
+MASK_FLOOR = 1e-3
 
 
-class SPADEDecoder(nn.Module):
-    """fc conv, 6 SPADE blocks, two (x2 nearest + SPADE block) stages, LeakyReLU(0.2), conv, sigmoid.
+class OcclusionAwareSPADEGenerator(AppearanceEncoder):
+    """Appearance encoder (``first`` … ``resblocks_3d``, inherited because the checkpoint keeps
+    those keys at the generator's top level), dense motion, ``third``/``fourth``, SPADE decoder."""
 
-    Upstream hard-codes ic = 256, oc = 64, label_nc = 256 and a SPADE hidden width of 128; with the
-    official generator these are the generator's feature width (``block_expansion * 2**num_down_blocks``),
-    ``block_expansion`` and half the feature width, which is how they are derived here so that
-    small test configurations shrink the decoder too.
-    """
-
-    def __init__(self, ic: int, oc: int):
-        super().__init__()
-        label_nc, hidden = ic, ic // 2
-        self.fc = nn.Conv2d(ic, 2 * ic, kernel_size=3, padding=1)
-        for i in range(6):
-            self.add_module(f"G_middle_{i}", SPADEResnetBlock(2 * ic, 2 * ic, label_nc, hidden))
-        self.up_0 = SPADEResnetBlock(2 * ic, ic, label_nc, hidden)
-        self.up_1 = SPADEResnetBlock(ic, oc, label_nc, hidden)
-        self.conv_img = nn.Conv2d(oc, 3, kernel_size=3, padding=1)
-
-    def forward(self, feature: torch.Tensor) -> torch.Tensor:
-        x = self.fc(feature)
-        for i in range(6):
-            x = getattr(self, f"G_middle_{i}")(x, feature)
-        x = self.up_0(F.interpolate(x, scale_factor=2, mode="nearest"), feature)
-        x = self.up_1(F.interpolate(x, scale_factor=2, mode="nearest"), feature)
-        return torch.sigmoid(self.conv_img(F.leaky_relu(x, 0.2)))
-
-
-class OcclusionAwareSPADEGenerator(nn.Module):
     def __init__(self, image_channel: int, feature_channel: int, num_kp: int, block_expansion: int,
                  max_features: int, num_down_blocks: int, reshape_channel: int, reshape_depth: int,
                  num_resblocks: int, estimate_occlusion_map: bool, dense_motion_params: dict,
                  estimate_jacobian: bool = False):
-        super().__init__()
         if estimate_jacobian:
             raise ValueError("SadTalker's renderer runs without jacobians (facerender.yaml)")
+        if not estimate_occlusion_map:
+            raise ValueError("SadTalker's renderer always estimates the occlusion map (facerender.yaml)")
+        super().__init__(image_channel, block_expansion, num_down_blocks, max_features, reshape_channel,
+                         reshape_depth, num_resblocks)
         self.dense_motion_network = DenseMotionNetwork(num_kp=num_kp, feature_channel=feature_channel,
-                                                       estimate_occlusion_map=estimate_occlusion_map,
+                                                       estimate_occlusion_map=True, mask_floor=MASK_FLOOR,
                                                        **dense_motion_params)
-        self.first = SameBlock2d(image_channel, block_expansion, kernel_size=3, padding=1)
-        self.down_blocks = nn.ModuleList(
-            DownBlock2d(min(max_features, block_expansion * 2 ** i), min(max_features, block_expansion * 2 ** (i + 1)))
-            for i in range(num_down_blocks)
-        )
-        self.second = nn.Conv2d(min(max_features, block_expansion * 2 ** num_down_blocks), max_features, kernel_size=1)
-        self.reshape_channel = reshape_channel
-        self.reshape_depth = reshape_depth
-        self.resblocks_3d = nn.Sequential()
-        for i in range(num_resblocks):
-            self.resblocks_3d.add_module(f"3dr{i}", ResBlock3d(reshape_channel, kernel_size=3, padding=1))
         out_features = block_expansion * 2 ** num_down_blocks
-        self.third = SameBlock2d(max_features, out_features, kernel_size=3, padding=1, lrelu=True)
+        self.third = SameBlock2d(max_features, out_features, lrelu=True)
         self.fourth = nn.Conv2d(out_features, out_features, kernel_size=1)
-        self.decoder = SPADEDecoder(ic=out_features, oc=block_expansion)
+        # Upstream hard-codes the decoder's ic = 256, oc = 64 and a SPADE hidden width of 128; with
+        # the official generator these are out_features, block_expansion and out_features / 2, which
+        # is how they are derived here so that small test configurations shrink the decoder too.
+        self.decoder = SPADEDecoder(out_features, block_expansion, hidden=out_features // 2)
 
     def spectral_norm_keys(self) -> list[str]:
         """State-dict keys of the convolution weights that the checkpoint stores with spectral norm."""
         return [f"{name}.{conv}.weight" for name, module in self.named_modules()
                 if isinstance(module, SPADEResnetBlock) for conv in module.spectral_norm_names]
-
-    def encode_source(self, source_image: torch.Tensor) -> torch.Tensor:
-        """(b, reshape_channel, reshape_depth, S/4, S/4) appearance volume of the source image."""
-        out = self.first(source_image)
-        for block in self.down_blocks:
-            out = block(out)
-        out = self.second(out)
-        b, _, h, w = out.shape
-        return self.resblocks_3d(out.view(b, self.reshape_channel, self.reshape_depth, h, w))
 
     def render(self, feature_3d: torch.Tensor, kp_source: torch.Tensor,
                kp_driving: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .render_blocks import AntiAliasInterpolation2d, KPHourglass, make_coordinate_grid
+from ..common.motion_blocks import make_coordinate_grid
+
+from .render_blocks import AntiAliasInterpolation2d, KPHourglass
 
 
 class KPDetector(nn.Module):

@@ -6,6 +6,8 @@ they equal the ``kwargs`` of the parity configs).
 """
 from __future__ import annotations
 
+from ..common.motion_blocks import FACE_VID2VID_DENSE_MOTION
+
 COMMON = {
     "num_kp": 15,
     "image_channel": 3,
@@ -40,13 +42,8 @@ GENERATOR = {
     "reshape_depth": 16,  # 512 channels = 32 x depth 16
     "num_resblocks": 6,
     "estimate_occlusion_map": True,
-    "dense_motion_params": {
-        "block_expansion": 32,
-        "max_features": 1024,
-        "num_blocks": 5,
-        "reshape_depth": 16,
-        "compress": 4,
-    },
+    # facerender.yaml keeps face-vid2vid's dense-motion values, as LivePortrait does.
+    "dense_motion_params": FACE_VID2VID_DENSE_MOTION,
 }
 
 # Where each network sits in SadTalker_V0.0.2_{256,512}.safetensors (spec §4.2). A tiny bundle's
