@@ -10,12 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from safetensors.torch import save_file
-from scipy.io import savemat
 
 from ..common.checkpoint import write_config_sidecar
 from ..weights.manifest import load_manifest
 from .tiny_coeff import tiny_coeff_state, write_tiny_mapping
-from .tiny_render import synthetic_lm3d, tiny_render_state
+from .tiny_render import tiny_render_state, write_tiny_lm3d
 
 BUNDLE_IDS = {256: "sadtalker.bundle_256", 512: "sadtalker.bundle_512"}
 LM3D_ID = "sadtalker.similarity_lm3d_all"
@@ -40,6 +39,4 @@ def write_tiny(dest: Path) -> None:
         write_tiny_bundle(dest / manifest[entry].dest, seed)
     write_tiny_mapping(dest)
     # The real file is MAT v5 with ``lm`` (68 x 3); synthetic mean-face values stand in (§4.1).
-    lm3d = dest / manifest[LM3D_ID].dest
-    lm3d.parent.mkdir(parents=True, exist_ok=True)
-    savemat(str(lm3d), {"lm": synthetic_lm3d()})
+    write_tiny_lm3d(dest / manifest[LM3D_ID].dest)

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from scipy.io import savemat
 
-from .align import LM3D_FILE
 from .generator import OcclusionAwareSPADEGenerator
 from .kp_detector import KPDetector
 from .render_config import GENERATOR, GENERATOR_PREFIX, KP_DETECTOR, KP_DETECTOR_PREFIX
@@ -88,11 +87,10 @@ def synthetic_lm3d() -> np.ndarray:
     return pts
 
 
-def write_tiny_bfm(dest_dir: Path) -> Path:
-    """Write ``sadtalker/BFM_Fitting/similarity_Lm3D_all.mat`` (MAT v5, ``lm`` 68 x 3 float32 as the
-    real file) with synthetic landmarks; the real values come from the download. Returns its path."""
-    folder = Path(dest_dir) / "sadtalker" / "BFM_Fitting"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LM3D_FILE
+def write_tiny_lm3d(path: Path) -> Path:
+    """Write a ``similarity_Lm3D_all.mat`` (MAT v5, ``lm`` 68 x 3 float32 as the real file) with
+    synthetic landmarks at ``path``; the real values come from the download."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     savemat(str(path), {"lm": synthetic_lm3d()})
     return path

@@ -1,10 +1,8 @@
 """End to end on tiny weights: photo + speech -> mp4 through SadTalkerPipeline (sadtalker.md §5).
 
 The weights are the tiny profile's files (pipelines/sadtalker/tiny.py plus the shared restore
-writers), loaded through the production loaders. One change: RetinaFace gets a bright-trigger
-state (same tiny config, same keys and file format) so that detection is deterministic by
-construction: random tiny weights fire on every anchor, which would hand the enhancer a thousand
-faces per frame. The mp4s are checked with ffprobe/ffmpeg.
+writers, whose RetinaFace fires once on the brightest region), loaded through the production
+loaders. The mp4s are checked with ffprobe/ffmpeg.
 """
 from __future__ import annotations
 
@@ -12,7 +10,6 @@ import json
 import shutil
 import subprocess
 import wave
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +17,13 @@ import pytest
 import torch
 
 from pipelines.base import Audio, InputError, LoadOptions
-from pipelines.common.checkpoint import write_config_sidecar
-from pipelines.common.tiny_restore import RETINAFACE_DEST, TINY_RETINAFACE, write_tiny_restore
+from pipelines.common.tiny_restore import RETINAFACE_DEST, write_tiny_restore
 from pipelines.sadtalker.align import CropInfo
 from pipelines.sadtalker.face_loader import load_retinaface
 from pipelines.sadtalker.paste import paste_frame
 from pipelines.sadtalker.pipeline import (FramePlan, Request, SadTalkerPipeline, SadTalkerSettings,
                                           request_streams)
-from pipelines.sadtalker.retinaface import RetinaFace, detect_faces
+from pipelines.sadtalker.retinaface import detect_faces
 from pipelines.sadtalker.tiny import write_tiny
 from pipelines.sadtalker.video import crop_aspect_size, even_size, macro_block_size
 from pipelines.weights.manifest import load_manifest
@@ -36,44 +32,11 @@ pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None or shutil.which("
                                 reason="ffmpeg/ffprobe not on PATH")
 
 SR = 16000
-# Five points of a frontal face relative to its anchor box, in units of the box size.
-FACE_LAYOUT = torch.tensor([[-0.17, -0.1], [0.17, -0.1], [0.0, 0.05], [-0.13, 0.2], [0.13, 0.2]])
-
-
-def bright_trigger_state(net: RetinaFace, gain: float = 0.01, box_log_scale: float = 15.0) -> dict:
-    """A RetinaFace state that finds exactly one face where the image is brightest, none on dark or
-    mid-grey images.
-
-    Every conv averages its inputs and every BatchNorm is the identity, so the features are blurred
-    ``relu(pixel - mean)``; only the coarsest level's first anchor scores them (``gain``), boxes are
-    20x their anchor (NMS leaves one), and the landmarks sit in a frontal layout around the anchor.
-    """
-    state = {}
-    for key, value in net.state_dict().items():
-        if key.endswith(("num_batches_tracked", "running_mean", ".bias")) or "Head" in key:
-            state[key] = torch.zeros_like(value)
-        elif key.endswith("running_var") or value.ndim == 1:
-            state[key] = torch.ones_like(value)
-        else:
-            state[key] = torch.full_like(value, 1.0 / value[0].numel())
-    for level in range(len(net.ClassHead)):
-        state[f"ClassHead.{level}.conv1x1.bias"][1::2] = -30.0
-        state[f"BboxHead.{level}.conv1x1.bias"].view(-1, 4)[:, 2:] = box_log_scale
-        state[f"LandmarkHead.{level}.conv1x1.bias"].view(-1, 5, 2)[:] = FACE_LAYOUT / net.config.variance[0]
-    last = len(net.ClassHead) - 1
-    state[f"ClassHead.{last}.conv1x1.weight"][1] = gain / net.config.out_channel
-    state[f"ClassHead.{last}.conv1x1.bias"][1] = 0.0
-    return state
-
-
 @pytest.fixture(scope="module")
 def weights_dir(tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("tiny_weights")
     write_tiny(dest)
     write_tiny_restore(dest)
-    detector = dest / RETINAFACE_DEST
-    torch.save(bright_trigger_state(RetinaFace(TINY_RETINAFACE)), detector)
-    write_config_sidecar(detector, asdict(TINY_RETINAFACE))
     return dest
 
 

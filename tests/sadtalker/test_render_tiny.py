@@ -16,7 +16,8 @@ from pipelines.sadtalker.animate import get_rotation_matrix, headpose_pred_to_de
 from pipelines.sadtalker.coeff_loader import load_mapping_net
 from pipelines.sadtalker.render_loader import load_render_networks
 from pipelines.sadtalker.tiny_coeff import write_tiny_mapping
-from pipelines.sadtalker.tiny_render import tiny_render_state, write_tiny_bfm
+from pipelines.sadtalker.align import LM3D_FILE
+from pipelines.sadtalker.tiny_render import tiny_render_state, write_tiny_lm3d
 
 FOREIGN_KEY = "audio2exp.mapping1.bias"
 
@@ -145,7 +146,7 @@ def test_keypoint_transformation_keeps_only_vertical_translation():
 
 
 def test_tiny_bfm_aligns_an_image(tmp_path):
-    lm3d = load_lm3d(write_tiny_bfm(tmp_path).parent)
+    lm3d = load_lm3d(write_tiny_lm3d(tmp_path / LM3D_FILE).parent)
     assert lm3d.shape == (5, 3)
     image = np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8)
     lm5 = lm3d[:, :2] * 90 + 128
