@@ -45,10 +45,12 @@ def encode_image(pixels: np.ndarray, fmt: str, quality: int) -> bytes:
         pixels = flatten_on_white(pixels)
     image = Image.fromarray(pixels)
     buffer = io.BytesIO()
+    # Quality applies to jpeg/webp only; optimize=True as the reference wrapper saves
+    # (expression-editor.md §4.12).
     if fmt == "png":
         image.save(buffer, format="PNG")
     elif fmt == "jpeg":
-        image.save(buffer, format="JPEG", quality=quality)
+        image.save(buffer, format="JPEG", quality=quality, optimize=True)
     else:
         image.save(buffer, format="WEBP", quality=quality)
     return buffer.getvalue()

@@ -91,6 +91,12 @@ class ExpressionEditorRequest(SegmindRequest):
     )
     image_format: ImageFormat = Field("png", description="Output image format (jpg is an alias of jpeg)")
     image_quality: int = Field(95, ge=10, le=100, description="Image quality")
+    # facefoundry extras: base64 as on the other image endpoints, and (issue #5) the edited
+    # 512x512 face crop instead of the pasted-back photo.
+    base64: bool = Field(False, description="facefoundry extra: return {\"image\": <base64>} instead of bytes")
+    output: Literal["full", "crop"] = Field(
+        "full", description="facefoundry extra: 'full' pastes the edited face back; 'crop' returns the 512x512 face"
+    )
 
 
 class FaceToStickerRequest(SegmindRequest):
@@ -198,6 +204,13 @@ class SadTalkerRequest(SegmindRequest):
     )
     enhancer: bool = Field(True, description="Enhance the output video")
     base64: bool = Field(False, description="Base64 encoding of the output video.")
+    # facefoundry extras (sadtalker.md, Decisions): reproducible draws and SadTalker's --still.
+    seed: int | None = Field(
+        None, ge=0, le=SEED_MAX, description="facefoundry extra: seed of every random draw; random when omitted"
+    )
+    still: bool | None = Field(
+        None, description="facefoundry extra: keep the source head pose; default true for full/extfull, else false"
+    )
 
 
 @dataclass(frozen=True)
