@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from skimage.data import astronaut
 
 from pipelines.base import InputError
 from pipelines.expression_editor import editor
@@ -145,22 +146,23 @@ def tiny_pipeline(tmp_path_factory):
     return ExpressionEditorPipeline.from_files(files)
 
 
-class OneFace:
-    def detect(self, image):
-        return np.float32([[10, 12, 70, 80, 0.9, 0], [0, 0, 20, 20, 0.8, 0]])
+def test_tiny_detector_fires_predictably(tiny_pipeline):
+    # tiny_yolo.predictable_face_head: the top-row stride-32 box nearest the horizontal centre,
+    # 256 letterbox px square (x1.25 on the 512 px astronaut); none at all on black.
+    boxes = tiny_pipeline.detector.detect(astronaut())
+    assert len(boxes) > 0 and (boxes[:, 4] == 1.0).all()
+    assert_close(tiny_pipeline.face_box(astronaut()), [166.4, 0, 371.2, 115.2], atol=1e-3)
+    assert len(tiny_pipeline.detector.detect(np.zeros((64, 64, 3), np.uint8))) == 0
 
 
 def test_tiny_pipeline_outputs(tiny_pipeline):
     image = np.random.default_rng(1).integers(0, 256, (96, 128, 3), dtype=np.uint8)
-    real = tiny_pipeline.detector
-    tiny_pipeline.detector = OneFace()
-    try:
-        full = tiny_pipeline({"smile": 0.5}, {"image": image}, seed=0).images[0]
-        crop = tiny_pipeline({"smile": 0.5, "output": "crop", "sample_parts": "All"},
-                             {"image": image, "ref_expression_image": image}, seed=0).images[0]
-    finally:
-        tiny_pipeline.detector = real
-    assert full.shape == image.shape and full.dtype == np.uint8
+    full = tiny_pipeline({"smile": 0.5}, {"image": image}, seed=0)
+    crop = tiny_pipeline({"smile": 0.5, "output": "crop", "sample_parts": "All"},
+                         {"image": image, "ref_expression_image": image}, seed=0).images[0]
+    assert full.images[0].shape == image.shape and full.images[0].dtype == np.uint8
+    # The tiny detector's box, x 41.6-92.8 and y 0-28.8 (letterbox scale 5), widened by 1.7 (§4.2).
+    assert full.info["crop_region"] == [23, 0, 110, 86]
     assert crop.shape == (512, 512, 3) and crop.dtype == np.uint8
     assert {c["id"] for c in tiny_pipeline.components()} >= {"yolov8n_face", "liveportrait.spade_generator"}
 
