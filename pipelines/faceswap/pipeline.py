@@ -14,6 +14,7 @@ import torch
 
 from pipelines.base import InputError, LoadOptions, PipelineResult
 from pipelines.common.arcface import ArcFace
+from pipelines.common.color_transfer import SKIN_CLASSES
 from pipelines.common.component_files import locate_components, torch_dtype
 from pipelines.common.face_restore import FaceEnhancer
 from pipelines.common.face_restore_loader import load_gfpgan, load_parsenet
@@ -108,43 +109,48 @@ class FaceSwapPipeline:
         settings = swap.STYLE_SETTINGS[style_type]
         size = swap.BOOST_SIZE[model_type]
         with torch.inference_mode():
+            with timer.stage("parse"):
+                # The swap keeps the target's pose and expression, so one parse of the original target
+                # places the inner face for every stage (swap, refine, re-lock) and its skin for the
+                # colour statistics (§4.4); an unedited photo also parses more reliably than a swapped one.
+                target_parsing = swap.parse_face(self.c.parser, target, target_face)
+                inner = masks.class_mask(target_parsing, masks.INNER_FACE)
             if swap_type == "head":
-                result, region = self.head_swap(source, source_face, target, target_face, latent, size,
+                result, region = self.head_swap(source, source_face, target, target_face, latent, size, inner,
                                                 model_type, settings, generator, timer)
             else:
-                result, region = self.face_swap(target, target_face, latent, size, model_type, settings,
+                result, region = self.face_swap(target, target_face, latent, size, inner, model_type, settings,
                                                 generator, timer)
         with timer.stage("style"):
-            target_skin = swap.face_region(self.c.parser, target, target_face, masks.INNER_FACE)
-            result = apply_style(result, region, target, target_skin, style_type, swap.face_size(target_face), rng)
+            skin = masks.class_mask(target_parsing, SKIN_CLASSES)
+            result = apply_style(result, region, target, skin, style_type, swap.face_size(target_face), rng)
         return PipelineResult(images=[result], info={"swap_type": swap_type, "model_type": model_type,
                                                      "timings": timer.seconds})
 
-    def face_swap(self, target, face, latent, size, model_type, settings, generator, timer):
+    def face_swap(self, target, face, latent, size, inner, model_type, settings, generator, timer):
         """§6.3: identity swap, restore, light diffusion refine, identity re-lock."""
         c = self.c
         with timer.stage("swap"):
-            result, region = swap.swap_identity(c.swapper, c.parser, target, face, latent, size)
+            result, region = swap.swap_identity(c.swapper, target, face, latent, size, inner)
         with timer.stage("restore"):
             result = swap.restore(c.enhancer, result, face, settings.restore_blend, generator)
         if swap.face_size(face) >= swap.MIN_DIFFUSION_FACE:
             with timer.stage("refine"):
-                inner = swap.face_region(c.parser, result, face, masks.INNER_FACE)
                 result = swap.refine_face(c.inpainter, result, face, inner, model_type, settings.refine_strength,
                                           generator)
             with timer.stage("relock"):
-                result = swap.relock(c.swapper, c.parser, result, face, latent, size, settings.relock_blend)
+                result = swap.relock(c.swapper, result, face, latent, size, inner, settings.relock_blend)
         return result, region
 
-    def head_swap(self, source, source_face, target, face, latent, size, model_type, settings, generator, timer):
+    def head_swap(self, source, source_face, target, face, latent, size, inner, model_type, settings, generator,
+                  timer):
         """§6.4: swap → compose → refine → re-lock."""
         c = self.c
         with timer.stage("swap"):
-            swapped, _ = swap.swap_identity(c.swapper, c.parser, target, face, latent, size)
+            swapped, pasted = swap.swap_identity(c.swapper, target, face, latent, size, inner)
         if swap.face_size(face) < swap.MIN_DIFFUSION_FACE:
             with timer.stage("restore"):
-                region = swap.face_region(c.parser, swapped, face, masks.INNER_FACE)
-                return swap.restore(c.enhancer, swapped, face, settings.restore_blend, generator), region
+                return swap.restore(c.enhancer, swapped, face, settings.restore_blend, generator), pasted
         with timer.stage("compose"):
             src_warped, src_head, src_inner = swap.warp_source_head(c.parser, source, source_face, target.shape, face)
             composed, _ = swap.compose_head(swapped, src_warped, src_head, src_inner)
@@ -160,7 +166,7 @@ class FaceSwapPipeline:
             hair_band = np.clip(src_head - src_inner, 0, 1) * mi * (1.0 - settings.hair_strength)
             painted = blend(painted, composed, hair_band)
         with timer.stage("relock"):
-            result = swap.relock(c.swapper, c.parser, painted, face, latent, size, settings.relock_blend)
+            result = swap.relock(c.swapper, painted, face, latent, size, inner, settings.relock_blend)
         with timer.stage("restore"):
             result = swap.restore(c.enhancer, result, face, 0.5, generator)
         region = np.maximum(np.maximum(src_head, target_head), mi)

@@ -63,14 +63,15 @@ def parse_in_frame(parser: ParseNet, image: np.ndarray, m: np.ndarray) -> np.nda
                           borderValue=0)
 
 
-def face_region(parser: ParseNet, image: np.ndarray, face: Face, classes) -> np.ndarray:
-    """Frame-space {0,1} mask of the face's parser ``classes`` (FFHQ-aligned parsing, §6.3 step 5)."""
-    return masks.class_mask(parse_in_frame(parser, image, ffhq_affine(face.kps)), classes)
+def parse_face(parser: ParseNet, image: np.ndarray, face: Face) -> np.ndarray:
+    """Frame-space class map of ``face`` from its FFHQ-aligned 512 crop (§6.3 step 5)."""
+    return parse_in_frame(parser, image, ffhq_affine(face.kps))
 
 
-def swap_identity(swapper: INSwapper, parser: ParseNet, image: np.ndarray, face: Face,
-                  latent: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-boost swap of ``face`` pasted with box ∧ inner-face mask, feathered (§6.3 steps 4–5).
+def swap_identity(swapper: INSwapper, image: np.ndarray, face: Face, latent: np.ndarray, size: int,
+                  inner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-boost swap of ``face`` pasted with box ∧ ``inner`` (the frame-space inner-face mask),
+    feathered (§6.3 steps 4–5).
 
     Returns the new image and the frame-space soft mask that was pasted.
     """
@@ -78,7 +79,6 @@ def swap_identity(swapper: INSwapper, parser: ParseNet, image: np.ndarray, face:
     crop, m = align_for_swap(bgr, face.kps, size)
     swapped = swapper.swap_aligned(crop, latent)
     h, w = image.shape[:2]
-    inner = face_region(parser, image, face, masks.INNER_FACE)
     inner_crop = cv2.warpAffine(inner, m, (size, size), flags=cv2.INTER_LINEAR)
     crop_mask = np.minimum(feathered_box_mask(size, 0.3), feather_mask(inner_crop, size / 64.0))
     result = paste_back(bgr, swapped, m, crop_mask)[..., ::-1]
@@ -127,10 +127,10 @@ def refine_face(inpainter: SDXLInpainter, image: np.ndarray, face: Face, inner: 
                           HEAD_NEGATIVE, model_type, strength, generator)
 
 
-def relock(swapper: INSwapper, parser: ParseNet, image: np.ndarray, face: Face, latent: np.ndarray,
-           size: int, weight: float) -> np.ndarray:
+def relock(swapper: INSwapper, image: np.ndarray, face: Face, latent: np.ndarray, size: int,
+           inner: np.ndarray, weight: float) -> np.ndarray:
     """Second identity pass on the finished image, blended at ``weight`` in the inner face (§6.3 step 8)."""
-    swapped, mask = swap_identity(swapper, parser, image, face, latent, size)
+    swapped, mask = swap_identity(swapper, image, face, latent, size, inner)
     return blend(image, swapped, mask * weight)
 
 
@@ -156,7 +156,12 @@ def compose_head(swapped: np.ndarray, source_warped: np.ndarray, source_head: np
                  source_inner: np.ndarray, feather_px: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
     """``C``: the swapped target with the source's hair, ears and hat pasted over it, its inner face
     kept (§6.4 step 7). Returns C and the pasted (soft) mask."""
-    outer = np.clip(source_head - masks.dilate(source_inner, 2), 0, 1)
+    # The paste is pulled back from the inner face by the feather's reach (3σ), so the whole
+    # transition falls on the hair side and T1's inner face stays exactly as swapped; the band it
+    # leaves shows T1's skin, and the inpainter regenerates it beyond the core's margin
+    # (head_inpaint_mask).
+    reach = int(np.ceil(3 * feather_px))
+    outer = np.clip(source_head - masks.dilate(source_inner, 2 + reach), 0, 1)
     soft = feather_mask(outer > 0.5, feather_px)
     return blend(swapped, source_warped, soft), soft
 
