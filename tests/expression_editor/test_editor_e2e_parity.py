@@ -21,7 +21,7 @@ from pipelines.expression_editor.loader import NETWORK_FILES
 from pipelines.expression_editor.pipeline import ExpressionEditorPipeline, content_key
 from pipelines.expression_editor.tiny import PTH_PATHS, write_state_file, write_stitching_file
 from pipelines.expression_editor.tiny_yolo import write_tiny_yolo
-from tests.parity.fixtures import (SEED_RE, assert_close, assert_u8_close, detweights, fixture_roots, load_npz,
+from tests.parity.fixtures import (SEED_RE, assert_close, assert_u8_close, detweights, fixture_roots, load_npz, sidecar,
                                    seed_of)
 
 SUBDIR = Path("liveportrait") / "e2e"
@@ -46,7 +46,7 @@ def case_params(path: Path) -> dict:
 
 def module_weights(path: Path, module: str) -> dict[str, torch.Tensor]:
     """Rule-v2 weights; the e2e cases use the module manifests one folder up (README §1)."""
-    manifest = json.loads((path.parent.parent / f"{module}.manifest.json").read_text())
+    manifest = sidecar(path, module, "manifest.json", folder=path.parent.parent)
     # np.array keeps 0-d entries 0-d.
     return {k: torch.from_numpy(np.array(v)) for k, v in detweights().state_dict_for(manifest, seed_of(path)).items()}
 

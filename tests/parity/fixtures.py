@@ -59,9 +59,11 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
     return data
 
 
-def sidecar(path: Path, module: str, suffix: str) -> dict:
-    """``<module>.<suffix>`` beside the fixture, else in the shared folder of the same layout."""
-    candidates = [path.parent / f"{module}.{suffix}", PARITY / path.parent.name / f"{module}.{suffix}"]
+def sidecar(path: Path, module: str, suffix: str, folder: Path | None = None) -> dict:
+    """``<module>.<suffix>`` in ``folder`` (default: beside the fixture), else in the shared folder
+    of the same name: a second fixture root may ship only its ``*.npz`` files."""
+    folder = path.parent if folder is None else folder
+    candidates = [folder / f"{module}.{suffix}", PARITY / folder.name / f"{module}.{suffix}"]
     for c in candidates:
         if c.exists():
             return json.loads(c.read_text())
