@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from pipelines.base import InputError, LoadOptions, PipelineResult
+from pipelines.common.timing import StageTimer
 from pipelines.expression_editor import editor
 from pipelines.expression_editor.editor import MotionInfo, Sliders
 from pipelines.expression_editor.face_box import FaceDetector, select_face_box
@@ -156,19 +157,26 @@ class ExpressionEditorPipeline:
 
     @torch.no_grad()
     def edit(self, source: PreparedSource, source_image: np.ndarray, sliders: Sliders,
-             reference: MotionInfo | None = None, sample_parts: str = "OnlyExpression") -> Edit:
-        delta = torch.zeros_like(source.info.exp)
-        angles = editor.command_angles(sliders)
-        if reference is not None:
-            ref_pose = (reference.pitch, reference.yaw, reference.roll)
-            editor.reference_edit(delta, angles, editor.reference_expression(reference.exp), ref_pose, sample_parts)
-        angles = editor.slider_edit(delta, angles, sliders)
-        x_d_pre = editor.driving_keypoints(source.info, editor.expression_base(source.info), delta, angles)
-        x_d = editor.stitched(self.networks.stitching, self._to_network(source.x_s), self._to_network(x_d_pre))
-        warped = self.networks.warping(source.feature, kp_driving=x_d, kp_source=self._to_network(source.x_s))
-        decoded = self.networks.spade(feature=warped["out"]).float().cpu()
-        crop = editor.truncated_u8(decoded)
-        full = editor.paste_back(crop, source_image, source.image_m, source.mask)
+             reference: MotionInfo | None = None, sample_parts: str = "OnlyExpression",
+             timer: StageTimer | None = None) -> Edit:
+        timer = timer or StageTimer(self.device.type)
+        with timer.stage("keypoints"):
+            delta = torch.zeros_like(source.info.exp)
+            angles = editor.command_angles(sliders)
+            if reference is not None:
+                ref_pose = (reference.pitch, reference.yaw, reference.roll)
+                editor.reference_edit(delta, angles, editor.reference_expression(reference.exp), ref_pose,
+                                      sample_parts)
+            angles = editor.slider_edit(delta, angles, sliders)
+            x_d_pre = editor.driving_keypoints(source.info, editor.expression_base(source.info), delta, angles)
+            x_d = editor.stitched(self.networks.stitching, self._to_network(source.x_s), self._to_network(x_d_pre))
+        with timer.stage("warp"):
+            warped = self.networks.warping(source.feature, kp_driving=x_d, kp_source=self._to_network(source.x_s))
+        with timer.stage("decode"):
+            decoded = self.networks.spade(feature=warped["out"]).float().cpu()
+        with timer.stage("paste"):
+            crop = editor.truncated_u8(decoded)
+            full = editor.paste_back(crop, source_image, source.image_m, source.mask)
         return Edit(delta, angles, x_d_pre, x_d.float().cpu(), decoded, crop, full)
 
     def __call__(self, params: Mapping[str, Any], inputs: Mapping[str, Any], seed: int) -> PipelineResult:
@@ -182,11 +190,17 @@ class ExpressionEditorPipeline:
             raise InputError(f"sample_parts must be one of {', '.join(editor.SAMPLE_PARTS)}")
         if output not in OUTPUTS:
             raise InputError(f"output must be one of {', '.join(OUTPUTS)}")
-        source = self.prepare_source(image, self.face_box(image))
+        timer = StageTimer(self.device.type)
+        with timer.stage("detect"):
+            box = self.face_box(image)
+        # F and M; near zero when the same photo was edited recently (cached, spec §7.6).
+        with timer.stage("source"):
+            source = self.prepare_source(image, box)
         ref_image = inputs.get("ref_expression_image")
         reference = None
         if ref_image is not None:
-            reference = self.reference_motion(ref_image, self.face_box(ref_image, "ref_expression_image"))
-        result = self.edit(source, image, Sliders.from_params(params), reference, sample_parts)
+            with timer.stage("reference"):
+                reference = self.reference_motion(ref_image, self.face_box(ref_image, "ref_expression_image"))
+        result = self.edit(source, image, Sliders.from_params(params), reference, sample_parts, timer)
         return PipelineResult(images=[result.crop if output == "crop" else result.full],
-                              info={"crop_region": list(source.region)})
+                              info={"crop_region": list(source.region), "timings": timer.seconds})

@@ -8,8 +8,7 @@ Frames stream from the renderer through the post-processing into ffmpeg one batc
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
 import cv2
@@ -20,6 +19,7 @@ from ..base import Audio, InputError, LoadOptions, PipelineResult
 from ..common.component_files import locate_components
 from ..common.face_restore import FaceEnhancer
 from ..common.face_restore_loader import load_gfpgan, load_parsenet
+from ..common.timing import StageTimer
 from .align import CropInfo, load_lm3d
 from .animate import make_animation
 from .audio import audio_features
@@ -152,16 +152,11 @@ class FramePlan:
 class RunStats:
     """Per-request wall time by stage (streamed stages interleave with the encode) and face count."""
 
-    seconds: dict[str, float] = field(default_factory=dict)
+    timer: StageTimer
     enhanced_faces: int = 0
 
-    @contextmanager
-    def timed(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+    def timed(self, stage: str):
+        return self.timer.stage(stage)
 
 
 class SadTalkerPipeline:
@@ -226,7 +221,7 @@ class SadTalkerPipeline:
         image = np.ascontiguousarray(inputs["input_image"])
         streams = request_streams(seed)
         nets = self.models.bundles[request.image_size]
-        stats = RunStats()
+        stats = RunStats(StageTimer(self.device))
 
         with torch.inference_mode(), stats.timed("audio"):
             indiv_mels, num_frames = audio_features(self.checked_samples(audio))
@@ -241,13 +236,14 @@ class SadTalkerPipeline:
         start = time.perf_counter()
         video = encode_mp4(frames, plan.output_size, audio.samples, audio.sample_rate, num_frames)
         # Rendering, paste-back and enhancing run inside the encode loop (streamed); the rest is ffmpeg.
-        streamed = sum(stats.seconds.get(k, 0.0) for k in ("render", "paste", "enhance"))
-        stats.seconds["encode"] = time.perf_counter() - start - streamed
+        seconds = stats.timer.seconds
+        streamed = sum(seconds.get(k, 0.0) for k in ("render", "paste", "enhance"))
+        seconds["encode"] = time.perf_counter() - start - streamed
         return PipelineResult(video=video, info={
             "frames": num_frames, "fps": FPS, "width": plan.output_size[0], "height": plan.output_size[1],
             "preprocess": request.preprocess, "image_size": request.image_size, "still": request.still,
             "enhancer": request.enhancer, "enhanced_faces": stats.enhanced_faces,
-            "seconds": {k: round(v, 3) for k, v in stats.seconds.items()},
+            "timings": stats.timer.seconds,
         })
 
     def checked_samples(self, audio: Audio) -> np.ndarray:
