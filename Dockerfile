@@ -21,6 +21,7 @@ COPY pyproject.toml README.md ./
 COPY server ./server
 COPY pipelines ./pipelines
 COPY scripts ./scripts
+COPY weights/manifest.toml ./manifest.toml
 # The CPU onnxruntime from the dependency list is swapped for the CUDA build.
 RUN pip install . \
  && pip uninstall -y onnxruntime \
@@ -35,6 +36,7 @@ ENV FACEFOUNDRY_HOST=0.0.0.0 \
     FACEFOUNDRY_PORT=8000 \
     FACEFOUNDRY_DEVICE=cuda:0 \
     FACEFOUNDRY_WEIGHTS_DIR=/weights \
+    FACEFOUNDRY_MANIFEST=/app/manifest.toml \
     FACEFOUNDRY_KEYS_FILE=/data/keys.json \
     FACEFOUNDRY_JOB_STORE=/data/jobs.sqlite \
     FACEFOUNDRY_OUTPUTS_DIR=/data/outputs

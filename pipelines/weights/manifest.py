@@ -7,6 +7,7 @@ This module imports no torch (the server reads it).
 """
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -18,8 +19,9 @@ from pipelines.base import WeightsMissing
 from pipelines.registry import PIPELINES
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_MANIFEST = REPO / "weights" / "manifest.toml"
-DEFAULT_WEIGHTS_DIR = REPO / "weights"
+# A checkout keeps both in weights/; an installed package (the Docker image) names them by env.
+DEFAULT_MANIFEST = Path(os.environ.get("FACEFOUNDRY_MANIFEST", REPO / "weights" / "manifest.toml"))
+DEFAULT_WEIGHTS_DIR = Path(os.environ.get("FACEFOUNDRY_WEIGHTS_DIR", REPO / "weights"))
 
 # "pth"/"bin": torch pickles holding tensors (weights_only loads them); "pt": a pickled model
 # object (an ultralytics checkpoint) that needs a restricted unpickler. Zip archives are only
