@@ -4,6 +4,9 @@
 every pipeline, so each package's tests load the production loaders on the same small files. The
 folder is named ``tiny`` so that a server can find it as ``<weights_root>/tiny`` with
 ``weights="tiny"`` (server/settings.py), as ``FACEFOUNDRY_WEIGHTS=tiny`` deployments do.
+
+``one_thread`` and ``seeded_no_grad`` are for ``pytest.mark.usefixtures`` in modules that run
+networks on the CPU.
 """
 from __future__ import annotations
 
@@ -20,3 +23,23 @@ def tiny_weights(tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("tiny", numbered=False)
     write_tiny_profile(dest)
     return dest
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch intra-op thread for the module's tests (tests/torch_threads.py says why)."""
+    from tests.torch_threads import one_torch_thread
+
+    with one_torch_thread():
+        yield
+
+
+@pytest.fixture
+def seeded_no_grad():
+    """torch's global generator seeded with 0 and autograd off: each test draws the same random
+    inputs whatever ran before it, and runs networks as inference does."""
+    import torch
+
+    torch.manual_seed(0)
+    with torch.no_grad():
+        yield

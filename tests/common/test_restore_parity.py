@@ -7,8 +7,6 @@ and max errors.
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -16,19 +14,8 @@ import torch
 from pipelines.common.face_restore_loader import GFPGAN_FILE, PARSENET_FILE, load_gfpgan, load_parsenet
 from pipelines.common.gfpgan import faces_to_tensor, tensor_to_faces
 from pipelines.common.parsenet import parsenet_input
-from tests.parity.fixtures import (assert_close, assert_u8_close, default_tolerance, load_npz, params,
-                                   state_dict_for)
-
-
-def fixture_state(path, module: str) -> dict[str, torch.Tensor]:
-    # np.array keeps 0-d entries (num_batches_tracked) 0-d; np.ascontiguousarray would not.
-    return {k: torch.from_numpy(np.array(v)) for k, v in state_dict_for(path, module).items()}
-
-
-def report(name: str, got: np.ndarray, ref: np.ndarray, seconds: float | None = None) -> None:
-    atol, _ = default_tolerance(ref)
-    timing = f", forward {seconds:.2f} s" if seconds is not None else ""
-    print(f"\n{name}: max err {np.abs(got - ref).max():.3g} (atol {atol:.3g}){timing}")
+from tests.parity.fixtures import (assert_close, assert_u8_close, default_tolerance, load_npz, params, report,
+                                   timed, torch_state_dict_for)
 
 
 @pytest.mark.parametrize("path", params("sadtalker", "gfpgan"))
@@ -36,13 +23,11 @@ def report(name: str, got: np.ndarray, ref: np.ndarray, seconds: float | None = 
 def test_gfpgan_parity(path, tmp_path):
     fixture = load_npz(path)
     checkpoint = tmp_path / GFPGAN_FILE
-    torch.save({"params_ema": fixture_state(path, "gfpgan")}, checkpoint)
+    torch.save({"params_ema": torch_state_dict_for(path, "gfpgan")}, checkpoint)
     net = load_gfpgan(checkpoint)
 
     x = faces_to_tensor(fixture["face_rgb_u8"][None])
-    start = time.perf_counter()
-    image, rgbs = net(x, return_rgb=False, randomize_noise=False)
-    seconds = time.perf_counter() - start
+    (image, rgbs), seconds = timed(net, x, return_rgb=False, randomize_noise=False)
     assert rgbs == []
 
     report("gfpgan.image", image.numpy(), fixture["image"], seconds)
@@ -57,12 +42,10 @@ def test_gfpgan_parity(path, tmp_path):
 def test_parsenet_parity(path, tmp_path):
     fixture = load_npz(path)
     checkpoint = tmp_path / PARSENET_FILE
-    torch.save(fixture_state(path, "parsenet"), checkpoint)
+    torch.save(torch_state_dict_for(path, "parsenet"), checkpoint)
     net = load_parsenet(checkpoint)
 
-    start = time.perf_counter()
-    logits, image = net(parsenet_input(fixture["face_rgb_u8"][None]))
-    seconds = time.perf_counter() - start
+    (logits, image), seconds = timed(net, parsenet_input(fixture["face_rgb_u8"][None]))
     logits, image = logits.numpy(), image.numpy()
 
     report("parsenet.mask_logits_s8", logits[:, :, ::8, ::8], fixture["mask_logits_s8"], seconds)

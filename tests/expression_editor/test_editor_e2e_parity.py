@@ -8,7 +8,6 @@ edits, decoding and paste-back are the pipeline's own.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +20,13 @@ from pipelines.expression_editor.loader import NETWORK_FILES
 from pipelines.expression_editor.pipeline import ExpressionEditorPipeline, content_key
 from pipelines.expression_editor.tiny import PTH_PATHS, write_state_file, write_stitching_file
 from pipelines.expression_editor.tiny_yolo import write_tiny_yolo
-from tests.parity.fixtures import (SEED_RE, assert_close, assert_u8_close, detweights, fixture_roots, load_npz, sidecar,
-                                   seed_of)
+from tests.parity.fixtures import (SEED_RE, assert_close, assert_u8_close, fixture_roots, load_npz, seed_of, timed,
+                                   torch_state_dict_for)
 
 SUBDIR = Path("liveportrait") / "e2e"
 STITCHING_ENTRIES = ("stitching", "lip", "eye")
+
+pytestmark = pytest.mark.usefixtures("seeded_no_grad")
 
 
 def discover_cases() -> list:
@@ -46,9 +47,7 @@ def case_params(path: Path) -> dict:
 
 def module_weights(path: Path, module: str) -> dict[str, torch.Tensor]:
     """Rule-v2 weights; the e2e cases use the module manifests one folder up (README §1)."""
-    manifest = sidecar(path, module, "manifest.json", folder=path.parent.parent)
-    # np.array keeps 0-d entries 0-d.
-    return {k: torch.from_numpy(np.array(v)) for k, v in detweights().state_dict_for(manifest, seed_of(path)).items()}
+    return torch_state_dict_for(path, module, folder=path.parent.parent)
 
 
 _pipelines: dict[tuple[Path, int], ExpressionEditorPipeline] = {}
@@ -92,13 +91,6 @@ class StoredBoxes:
         return np.concatenate([boxes, np.ones((len(boxes), 2), np.float32)], axis=1)
 
 
-@pytest.fixture(autouse=True)
-def _deterministic():
-    torch.manual_seed(0)
-    with torch.no_grad():
-        yield
-
-
 @pytest.mark.parametrize("path", discover_cases())
 def test_node_case(path, tmp_weights):
     fx = load_npz(path)
@@ -131,9 +123,7 @@ def test_node_case(path, tmp_weights):
         for name in ("pitch", "yaw", "roll"):
             assert_close(getattr(reference, name), fx[f"ref_{name}_deg"], f"ref_{name}_deg")
 
-    started = time.perf_counter()
-    edit = pipe.edit(source, src, Sliders(**case["sliders"]), reference, case["sample_parts"])
-    seconds = time.perf_counter() - started
+    edit, seconds = timed(pipe.edit, source, src, Sliders(**case["sliders"]), reference, case["sample_parts"])
     assert_close(edit.delta, fx["delta_exp_es_e"], "delta_exp_es_e")
     assert_close(edit.angles, fx["delta_rot_es_r_deg"], "delta_rot_es_r_deg")
     assert_close(edit.x_d_pre_stitch, fx["x_d_pre_stitch"], "x_d_pre_stitch")

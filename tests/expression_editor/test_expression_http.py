@@ -10,18 +10,15 @@ import base64
 import functools
 import http.server
 import io
-import threading
-import time
 
 import httpx
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from skimage.data import astronaut
 
-from server.settings import Settings
-from tests.server.conftest import ServerThread, b64, free_port
+from tests.server.conftest import b64, local_origin, png_of, tiny_server, wait_terminal
+from tests.torch_threads import one_torch_thread
 
 SLUG = "expression-editor"
 
@@ -47,23 +44,17 @@ SAMPLE_PARTS = ("OnlyExpression", "OnlyRotation", "OnlyMouth", "OnlyEyes", "All"
 ASTRONAUT_CROP = (93, 0, 442, 348)
 
 
-def png(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def pixels(data: bytes) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as image:
         return np.asarray(image.convert("RGB"))
 
 
 ASTRONAUT = astronaut()
-ASTRONAUT_PNG = png(ASTRONAUT)
+ASTRONAUT_PNG = png_of(ASTRONAUT)
 # The mirrored astronaut: a reference face whose pose and expression differ from the source's.
-MIRRORED_B64 = b64(png(np.ascontiguousarray(ASTRONAUT[:, ::-1])))
+MIRRORED_B64 = b64(png_of(np.ascontiguousarray(ASTRONAUT[:, ::-1])))
 # All black and square: no grey letterbox, so every feature of the tiny detector is zero.
-BLANK_B64 = b64(png(np.zeros((96, 96, 3), np.uint8)))
+BLANK_B64 = b64(png_of(np.zeros((96, 96, 3), np.uint8)))
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +62,8 @@ def origin(tmp_path_factory):
     """A local http server holding the astronaut, for the URL form of the image field."""
     folder = tmp_path_factory.mktemp("origin")
     (folder / "astronaut.png").write_bytes(ASTRONAUT_PNG)
-    handler = functools.partial(QuietFiles, directory=str(folder))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with local_origin(functools.partial(QuietFiles, directory=str(folder))) as url:
+        yield url
 
 
 class QuietFiles(http.server.SimpleHTTPRequestHandler):
@@ -86,21 +73,9 @@ class QuietFiles(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server(tiny_weights, tmp_path_factory):
-    root = tmp_path_factory.mktemp("expression_http")
-    settings = Settings(
-        port=free_port(), weights_root=tiny_weights.parent, weights="tiny", no_auth=True, pipelines=[SLUG],
-        keys_file=root / "keys.json", job_store=root / "jobs.sqlite", outputs_dir=root / "outputs",
-        fetch_allow=["127.0.0.1/32"], request_timeout_s=120,
-    )
-    # On two cores shared with other processes one intra-op thread is fastest: ~0.8 s per edit
-    # against 4-14 s with two threads, which wait on each other.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ServerThread(settings) as running:
-            yield running
-    finally:
-        torch.set_num_threads(threads)
+    with one_torch_thread(), tiny_server(tiny_weights, tmp_path_factory.mktemp("expression_http"), SLUG,
+                                         no_auth=True, fetch_allow=["127.0.0.1/32"], request_timeout_s=120) as running:
+        yield running
 
 
 def post(server, body: dict, path: str = f"/v1/{SLUG}") -> httpx.Response:
@@ -197,7 +172,7 @@ def test_every_sample_part_with_a_reference_image(server, neutral):
 
 
 def test_crop_output_is_the_512_crop(server):
-    upper = b64(png(np.ascontiguousarray(ASTRONAUT[:400])))
+    upper = b64(png_of(np.ascontiguousarray(ASTRONAUT[:400])))
     full = edit(server, image=upper)
     crop = edit(server, image=upper, output="crop")
     assert full.status_code == crop.status_code == 200, (full.text, crop.text)
@@ -244,11 +219,7 @@ def test_v2_queue_gives_the_v1_bytes(server, seed_response):
     assert submitted.status_code == 200, submitted.text
     queued = submitted.json()
     assert queued["status"] == "QUEUED"
-    deadline = time.time() + 60
-    while (status := httpx.get(queued["status_url"]).json()["status"]) not in ("COMPLETED", "FAILED"):
-        assert time.time() < deadline, "the v2 job did not finish"
-        time.sleep(0.1)
-    assert status == "COMPLETED"
+    assert wait_terminal(queued["status_url"], limit=60).json()["status"] == "COMPLETED"
     result = httpx.get(queued["response_url"]).json()
     assert result["images"][0]["content_type"] == "image/png"
     assert httpx.get(result["output"]).content == seed_response.content

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,25 +18,20 @@ import torch
 from pipelines.expression_editor import config, loader
 from pipelines.expression_editor.motion_extractor import headpose_degrees
 from pipelines.expression_editor.tiny import write_state_file, write_stitching_file
-from tests.parity.fixtures import PARITY, assert_close, assert_output, load_npz, params, state_dict_for
+from tests.parity.fixtures import (PARITY, assert_close, assert_output, load_npz, params, report, timed,
+                                   torch_state_dict_for)
 
 SUBDIR = "liveportrait"
 FORMATS = ("pth", "safetensors")
 STITCHING_MLPS = ("stitching", "lip", "eye")
 
-
-@pytest.fixture(autouse=True)
-def _deterministic_cpu():
-    torch.manual_seed(0)
-    with torch.no_grad():
-        yield
+pytestmark = pytest.mark.usefixtures("seeded_no_grad")
 
 
 @functools.lru_cache(maxsize=4)
 def weights(path: Path, module: str) -> dict[str, torch.Tensor]:
     """Rule-v2 weights as torch tensors (cached: the SPADE power iterations take seconds)."""
-    # np.array copies C-contiguous and keeps 0-d tensors 0-d (np.ascontiguousarray makes them 1-d).
-    return {k: torch.from_numpy(np.array(v)) for k, v in state_dict_for(path, module).items()}
+    return torch_state_dict_for(path, module)
 
 
 def official_file(tmp_path: Path, name: str, fmt: str) -> Path:
@@ -53,25 +47,16 @@ def dequantised(fx: dict, name: str) -> torch.Tensor:
     return torch.from_numpy(fx[f"{name}_q"].astype(np.float32) * fx[f"{name}_scale"])
 
 
-def report(name: str, got: torch.Tensor, fx: dict, key: str, seconds: float) -> None:
-    """Print the max error against the exact float32 values (full, or the ``_sub`` subset)."""
+def report_output(name: str, got: torch.Tensor, fx: dict, key: str, seconds: float) -> None:
+    """``report`` against the exact float32 values: the full output, or its ``_sub`` subset (then
+    also the max error against the float16 copy of the whole)."""
     got = got.double().numpy()
     if key in fx:
-        ref, what = fx[key].astype(np.float64), "f32"
-        err = np.abs(got - ref).max()
+        report(f"{name} {key}", got, fx[key], seconds)
     else:
-        ref, what = fx[f"{key}_sub"].astype(np.float64), "f32 sub"
-        err = np.abs(got.reshape(-1)[fx[f"{key}_sub_idx"]] - ref).max()
-        f16 = np.abs(got - fx[f"{key}_f16"].astype(np.float64)).max()
-        what += f", {f16:.3g} vs f16"
-    atol = 1e-4 * max(1.0, np.abs(ref).max())
-    print(f"\n{name} {key}: max |err| {err:.3g} ({what}; atol {atol:.3g}), forward {seconds:.2f} s")
-
-
-def timed(fn, *args, **kwargs):
-    start = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - start
+        f16 = np.abs(got - fx[f"{key}_f16"]).max()
+        report(f"{name} {key}_sub", got.reshape(-1)[fx[f"{key}_sub_idx"]], fx[f"{key}_sub"], seconds,
+               note=f"; {f16:.3g} vs f16")
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -82,7 +67,7 @@ def test_appearance_feature_extractor(path, fmt, tmp_path):
     write_state_file(weights(path, "appearance_feature_extractor"), file)
     net = loader.load_appearance_feature_extractor(file)
     out, seconds = timed(net, image_input(fx))
-    report("F", out, fx, "out_feature_3d", seconds)
+    report_output("F", out, fx, "out_feature_3d", seconds)
     assert_output(out.numpy(), fx, "out_feature_3d")
 
 
@@ -95,11 +80,11 @@ def test_motion_extractor(path, fmt, tmp_path):
     net = loader.load_motion_extractor(file)
     out, seconds = timed(net, image_input(fx))
     for key in ("kp", "exp", "pitch", "yaw", "roll", "t", "scale"):
-        report("M", out[key], fx, f"out_{key}", seconds)
+        report_output("M", out[key], fx, f"out_{key}", seconds)
         assert_output(out[key].numpy(), fx, f"out_{key}")
     for key in ("pitch", "yaw", "roll"):
         deg = headpose_degrees(out[key])
-        print(f"\nM post_{key}_deg: max |err| {np.abs(deg.numpy() - fx[f'post_{key}_deg']).max():.3g} (atol 1e-3)")
+        report(f"M post_{key}_deg", deg.numpy(), fx[f"post_{key}_deg"], atol=1e-3)
         assert_close(deg.numpy(), fx[f"post_{key}_deg"], f"post_{key}_deg", atol=1e-3, rtol=0.0)
 
 
@@ -115,7 +100,7 @@ def test_warping_module(path, tmp_path):
                          kp_driving=torch.from_numpy(fx["in_kp_driving"]),
                          kp_source=torch.from_numpy(fx["in_kp_source"]))
     for key in ("out", "deformation", "occlusion_map"):
-        report("W", out[key], fx, f"out_{key}", seconds)
+        report_output("W", out[key], fx, f"out_{key}", seconds)
         assert_output(out[key].numpy(), fx, f"out_{key}")
 
 
@@ -126,7 +111,7 @@ def test_spade_generator(path, tmp_path):
     write_state_file(weights(path, "spade_generator"), file)
     net = loader.load_spade_generator(file)
     out, seconds = timed(net, feature=dequantised(fx, "in_feature"))
-    report("G", out, fx, "out_image", seconds)
+    report_output("G", out, fx, "out_image", seconds)
     assert_output(out.numpy(), fx, "out_image")
 
 
@@ -164,7 +149,7 @@ def test_stitching_retargeting(mlp, path, fmt, tmp_path):
     write_stitching_file(states, file)
     nets = dict(zip(STITCHING_MLPS, loader.load_stitching_retargeting(file)))
     out, seconds = timed(nets[mlp], torch.from_numpy(fx["in_feat"]))
-    report(f"S.{mlp}", out, fx, "out_delta", seconds)
+    report_output(f"S.{mlp}", out, fx, "out_delta", seconds)
     assert_output(out.numpy(), fx, "out_delta")
 
 

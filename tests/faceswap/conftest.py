@@ -12,9 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from pipelines.common.scrfd import letterbox_size
+from tests.torch_threads import one_torch_thread
 
 STRIDE = 32  # the tiny detector's only live stride
 DET_BOX = 96.0  # its box side in detector pixels (1.5 strides each way)
@@ -22,12 +22,9 @@ DET_BOX = 96.0  # its box side in detector pixels (1.5 strides each way)
 
 @pytest.fixture(scope="package", autouse=True)
 def one_thread():
-    """One intra-op thread: the test machines run many processes per core, and torch's thread
-    pool then spends more time waiting for its workers than computing (10x slower here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    """One torch thread for the whole package, the pipeline's loading included."""
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="package")

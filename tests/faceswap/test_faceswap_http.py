@@ -3,29 +3,22 @@ from __future__ import annotations
 
 import base64
 import io
-import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
-from server.auth import KeyStore
-from server.settings import Settings
-from tests.server.conftest import KEY, ServerThread, free_port
+from tests.server.conftest import HEADERS, b64, png_of, tiny_server, wait_terminal
 
 from .conftest import scene
 
-HEADERS = {"x-api-key": KEY}
 TARGET_HW = (300, 420)  # a face box of about 63 px: every stage runs
 SMALL_HW = (256, 256)  # a 38 px face box: no diffusion (§6.8), for the quick format checks
 
 
 def png_b64(image: np.ndarray) -> str:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
+    return b64(png_of(image))
 
 
 TARGET = scene(TARGET_HW, [(10, 9)], background=(70, 90, 60), skin=(200, 140, 100), seed=1)
@@ -34,15 +27,9 @@ SOURCE = scene((256, 256), [(10, 10)], background=(50, 80, 130), skin=(110, 120,
 EMPTY = scene((200, 200), [], seed=4)
 
 
-def serve(tiny_weights: Path, tmp: Path, allow_noncommercial: bool) -> ServerThread:
-    # weights="tiny" reads <weights_root>/tiny, as FACEFOUNDRY_WEIGHTS=tiny does.
-    settings = Settings(
-        port=free_port(), keys_file=tmp / "keys.json", weights_root=tiny_weights.parent, weights="tiny",
-        allow_noncommercial=allow_noncommercial, pipelines=["faceswap-v4"], job_store=tmp / "jobs.sqlite",
-        outputs_dir=tmp / "outputs", request_timeout_s=120,
-    )
-    KeyStore(settings.keys_file).add(KEY)
-    return ServerThread(settings)
+def serve(tiny_weights, tmp, allow_noncommercial: bool):
+    return tiny_server(tiny_weights, tmp, "faceswap-v4", allow_noncommercial=allow_noncommercial,
+                       request_timeout_s=120)
 
 
 @pytest.fixture(scope="module")
@@ -96,12 +83,7 @@ def test_base64_answers_json(api):
 def test_v2_queue_runs_to_completed(api):
     submit = post(api, "/v2/faceswap-v4", swap_type="head", model_type="quality", style_type="style")
     assert submit.status_code == 200, submit.text
-    status_url = submit.json()["status_url"]
-    deadline = time.time() + 120
-    while (status := httpx.get(status_url, headers=HEADERS).json())["status"] not in ("COMPLETED", "FAILED"):
-        assert time.time() < deadline, "the job did not finish"
-        time.sleep(0.1)
-    assert status["status"] == "COMPLETED"
+    assert wait_terminal(submit.json()["status_url"], limit=120).json()["status"] == "COMPLETED"
     result = httpx.get(submit.json()["response_url"], headers=HEADERS).json()
     assert result["seed"] == 5 and result["images"][0]["content_type"] == "image/png"
     image = np.asarray(decoded(httpx.get(result["output"]).content))

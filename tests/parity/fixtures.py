@@ -10,10 +10,14 @@ import importlib.util
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+from pipelines.common.checkpoint import to_tensors
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("FACEFOUNDRY_SHARED", REPO.parent / "shared"))
@@ -78,14 +82,38 @@ def detweights():
     return module
 
 
-def state_dict_for(path: Path, module: str) -> dict[str, np.ndarray]:
-    """Deterministic weights for the fixture at ``path`` (manifest beside it, seed from its name)."""
-    return detweights().state_dict_for(sidecar(path, module, "manifest.json"), seed_of(path))
+def state_dict_for(path: Path, module: str, folder: Path | None = None) -> dict[str, np.ndarray]:
+    """Deterministic weights of ``module`` with the seed of the fixture at ``path``; its manifest
+    lies in ``folder`` as for ``sidecar`` (default: beside the fixture)."""
+    return detweights().state_dict_for(sidecar(path, module, "manifest.json", folder), seed_of(path))
+
+
+def torch_state_dict_for(path: Path, module: str, folder: Path | None = None) -> dict[str, torch.Tensor]:
+    """``state_dict_for`` as tensors, ready to be written as an official checkpoint; 0-d entries
+    (BatchNorm's ``num_batches_tracked``) stay 0-d, as in the official files."""
+    return to_tensors(state_dict_for(path, module, folder))
 
 
 def default_tolerance(ref: np.ndarray) -> tuple[float, float]:
     ref = np.asarray(ref, dtype=np.float64)
     return 1e-4 * max(1.0, float(np.abs(ref).max()) if ref.size else 1.0), 1e-4
+
+
+def timed(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` and the seconds it took (the forward times ``report`` prints)."""
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start
+
+
+def report(name: str, got, ref, seconds: float | None = None, atol: float | None = None, note: str = "") -> None:
+    """Print the max error against ``ref`` beside its tolerance (default: README §7's atol), and
+    the forward time: the numbers a parity run quotes, shown with ``pytest -s``."""
+    got = np.asarray(got, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    atol = default_tolerance(ref)[0] if atol is None else atol
+    timing = "" if seconds is None else f", forward {seconds:.2f} s"
+    print(f"\n{name}: max err {np.abs(got - ref).max():.3g} (atol {atol:.3g}{note}){timing}")
 
 
 def assert_close(got, ref, name: str = "", atol: float | None = None, rtol: float | None = None):

@@ -17,32 +17,17 @@ from pipelines.sadtalker.coeff_loader import load_expnet, load_mapping_net, load
 from pipelines.sadtalker.coefficients import (render_targets, semantic_windows, smooth_pose, source_coefficients,
                                               source_semantics, transform_semantic_target)
 from pipelines.sadtalker.config import AUDIO2EXP_PREFIX, AUDIO2POSE_PREFIX, NET_RECON_PREFIX
-from tests.parity.fixtures import assert_close, load_npz, params, state_dict_for
+from tests.parity.fixtures import assert_close, load_npz, params, torch_state_dict_for
+
+pytestmark = pytest.mark.usefixtures("one_thread", "seeded_no_grad")
 
 # A key of another network in the real bundle: the loaders must select by prefix and ignore it.
 FOREIGN_KEY = "kp_extractor.down.weight"
 
 
-def fixture_state(fixture, module) -> dict[str, torch.Tensor]:
-    """The fixture's weights as tensors (0-d BN counters stay 0-d, as in the official files)."""
-    return {k: torch.from_numpy(np.array(v)) for k, v in state_dict_for(fixture, module).items()}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread_no_grad():
-    # One intra-op thread: the CI machine shares 2 cores between many processes, where torch's
-    # spinning thread pool is tens of times slower than a single thread.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        yield
-    torch.set_num_threads(threads)
-
-
 def write_bundle(tmp_path, fixture, module, prefix):
     """The fixture's weights as ``SadTalker_V0.0.2_256.safetensors`` would hold them."""
-    state = {prefix + k: v.contiguous() for k, v in fixture_state(fixture, module).items()}
+    state = {prefix + k: v for k, v in torch_state_dict_for(fixture, module).items()}
     state[FOREIGN_KEY] = torch.ones(3, 1, 13, 13)
     path = tmp_path / "SadTalker_V0.0.2_256.safetensors"
     save_file(state, str(path))
@@ -102,7 +87,7 @@ def check_mapping(fixture, module, full_frame, file_name, tmp_path):
     data = load_npz(fixture)
     path = tmp_path / file_name
     # The official pickle also holds training state beside ``mapping``; only ``mapping`` is read.
-    torch.save({"mapping": fixture_state(fixture, module), "epoch": 229}, path)
+    torch.save({"mapping": torch_state_dict_for(fixture, module), "epoch": 229}, path)
     net = load_mapping_net(path, full_frame)
 
     np.testing.assert_array_equal(transform_semantic_target(data["coeff_seq"], 5)[None], data["x"])

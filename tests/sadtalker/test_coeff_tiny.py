@@ -21,19 +21,9 @@ from pipelines.sadtalker.coefficients import (blink_schedule, generated_coeffici
 from pipelines.sadtalker.config import AUDIO2EXP_PREFIX, AUDIO2POSE_PREFIX, NET_RECON_PREFIX
 from pipelines.sadtalker.tiny_coeff import tiny_coeff_state, write_tiny_mapping
 
+pytestmark = pytest.mark.usefixtures("one_thread", "seeded_no_grad")
+
 FOREIGN_PREFIX = "kp_extractor."
-
-
-@pytest.fixture(autouse=True)
-def _one_thread_no_grad():
-    # One intra-op thread: the CI machine shares 2 cores between many processes, where torch's
-    # spinning thread pool is tens of times slower than a single thread.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        yield
-    torch.set_num_threads(threads)
 
 
 def write_tiny_bundle(path, states):

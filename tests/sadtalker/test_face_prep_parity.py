@@ -8,8 +8,6 @@ through the production loaders. Run with ``-s`` for CPU times and max errors.
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -18,25 +16,14 @@ from pipelines.sadtalker.face_loader import FAN_FILE, RETINAFACE_FILE, load_fan,
 from pipelines.sadtalker.landmarks import fan_input, heatmaps_to_points, landmarks_98_to_68
 from pipelines.sadtalker.retinaface import (RetinaFaceConfig, decode_boxes, decode_landmarks, detector_input,
                                             nms, prior_boxes)
-from tests.parity.fixtures import assert_close, default_tolerance, load_npz, params, state_dict_for
-
-
-def fixture_state(path, module: str) -> dict[str, torch.Tensor]:
-    # np.array keeps 0-d entries (num_batches_tracked) 0-d; np.ascontiguousarray would not.
-    return {k: torch.from_numpy(np.array(v)) for k, v in state_dict_for(path, module).items()}
-
-
-def report(name: str, got: np.ndarray, ref: np.ndarray, seconds: float | None = None) -> None:
-    atol, _ = default_tolerance(ref)
-    timing = f", forward {seconds:.2f} s" if seconds is not None else ""
-    print(f"\n{name}: max err {np.abs(got - ref).max():.3g} (atol {atol:.3g}){timing}")
+from tests.parity.fixtures import assert_close, load_npz, params, report, timed, torch_state_dict_for
 
 
 @pytest.mark.parametrize("path", params("sadtalker", "retinaface"))
 @torch.no_grad()
 def test_retinaface_parity(path, tmp_path):
     fixture = load_npz(path)
-    state = fixture_state(path, "retinaface")
+    state = torch_state_dict_for(path, "retinaface")
     plain, prefixed = tmp_path / "plain" / RETINAFACE_FILE, tmp_path / "prefixed" / RETINAFACE_FILE
     for file, prefix in ((plain, ""), (prefixed, "module.")):
         file.parent.mkdir()
@@ -47,9 +34,7 @@ def test_retinaface_parity(path, tmp_path):
 
     x = detector_input(fixture["image_bgr_u8"])
     assert np.array_equal(x.numpy(), fixture["x"])
-    start = time.perf_counter()
-    outputs = net(x)
-    seconds = time.perf_counter() - start
+    outputs, seconds = timed(net, x)
     for name, got in zip(("loc", "conf", "landms"), outputs):
         report(f"retinaface.{name}", got.numpy(), fixture[name], seconds)
         assert_close(got.numpy(), fixture[name], name)
@@ -60,14 +45,12 @@ def test_retinaface_parity(path, tmp_path):
 def test_fan_awing_parity(path, tmp_path):
     fixture = load_npz(path)
     checkpoint = tmp_path / FAN_FILE
-    torch.save({"state_dict": fixture_state(path, "fan_awing")}, checkpoint)
+    torch.save({"state_dict": torch_state_dict_for(path, "fan_awing")}, checkpoint)
     net = load_fan(checkpoint)
 
     x = fan_input(fixture["image_rgb_u8"])
     assert np.array_equal(x.numpy(), fixture["x"])
-    start = time.perf_counter()
-    heatmaps, boundaries = net(x)
-    seconds = time.perf_counter() - start
+    (heatmaps, boundaries), seconds = timed(net, x)
     assert len(heatmaps) == len(boundaries) == 4
     report("fan_awing.heatmaps_last", heatmaps[-1].numpy(), fixture["heatmaps_last"], seconds)
     assert_close(heatmaps[-1].numpy(), fixture["heatmaps_last"], "heatmaps_last")

@@ -8,7 +8,6 @@ through the production loaders. Run with ``-s`` to see CPU times and max errors.
 """
 from __future__ import annotations
 
-import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,25 +21,19 @@ from pipelines.sadtalker.coeff_loader import load_mapping_net
 from pipelines.sadtalker.facerender_batch import facerender_inputs, upstream_batch_layout
 from pipelines.sadtalker.render_config import GENERATOR_PREFIX, KP_DETECTOR_PREFIX
 from pipelines.sadtalker.render_loader import load_generator, load_he_estimator, load_kp_detector
-from tests.parity.fixtures import assert_close, load_npz, params, seed_of, state_dict_for
+from tests.parity.fixtures import assert_close, load_npz, params, report, seed_of, timed, torch_state_dict_for
+
+pytestmark = pytest.mark.usefixtures("seeded_no_grad")
 
 # A key of another network in the real bundle: the loaders must select by prefix and ignore it.
 FOREIGN_KEY = "audio2exp.mapping1.bias"
-
-
-@pytest.fixture(autouse=True)
-def _deterministic():
-    torch.manual_seed(0)
-    with torch.no_grad():
-        yield
 
 
 @lru_cache(maxsize=4)
 def fixture_state(manifest_dir: Path, seed: int, module: str) -> dict[str, torch.Tensor]:
     """detweights for (module, seed) as tensors; cached because the generator takes seconds to build
     and both the generator and the e2e fixtures of a seed use the same manifest."""
-    anchor = manifest_dir / f"{module}.seed{seed}.npz"
-    return {k: torch.from_numpy(np.array(v)) for k, v in state_dict_for(anchor, module).items()}
+    return torch_state_dict_for(manifest_dir / f"{module}.seed{seed}.npz", module)
 
 
 def write_bundle(path: Path, fixture: Path, modules: dict[str, str]) -> Path:
@@ -52,21 +45,14 @@ def write_bundle(path: Path, fixture: Path, modules: dict[str, str]) -> Path:
     return path
 
 
-def report(name: str, seconds: float, got: np.ndarray, ref: np.ndarray):
-    err = np.abs(np.asarray(got, np.float64) - ref).max()
-    print(f"\n{name}: {seconds:.2f} s CPU forward, max |err| {err:.3g}, tolerance atol "
-          f"{1e-4 * max(1.0, float(np.abs(ref).max())):.3g}")
-
-
 @pytest.mark.parametrize("fixture", params("sadtalker", "kp_detector"))
 def test_kp_detector(fixture, tmp_path):
     data = load_npz(fixture)
     path = write_bundle(tmp_path / "SadTalker_V0.0.2_256.safetensors", fixture, {"kp_detector": KP_DETECTOR_PREFIX})
     net = load_kp_detector(path)
-    start = time.perf_counter()
-    kp = net(torch.from_numpy(data["x"])).numpy()
-    report("kp_detector.kp_value", time.perf_counter() - start, kp, data["kp_value"])
-    assert_close(kp, data["kp_value"], "kp_value")
+    kp, seconds = timed(net, torch.from_numpy(data["x"]))
+    report("kp_detector.kp_value", kp.numpy(), data["kp_value"], seconds)
+    assert_close(kp.numpy(), data["kp_value"], "kp_value")
 
 
 @pytest.mark.parametrize("fixture", params("sadtalker", "he_estimator"))
@@ -76,9 +62,8 @@ def test_he_estimator(fixture, tmp_path):
     torch.save({"he_estimator": fixture_state(fixture.parent, seed_of(fixture), "he_estimator"),
                 "epoch": 189}, path)
     net = load_he_estimator(path)
-    start = time.perf_counter()
-    out = net(torch.from_numpy(data["x"]))
-    report("he_estimator.yaw", time.perf_counter() - start, out["yaw"].numpy(), data["yaw"])
+    out, seconds = timed(net, torch.from_numpy(data["x"]))
+    report("he_estimator.yaw", out["yaw"].numpy(), data["yaw"], seconds)
     for key in ("yaw", "pitch", "roll", "t", "exp"):
         assert_close(out[key].numpy(), data[key], key)
 
@@ -88,12 +73,10 @@ def test_generator(fixture, tmp_path):
     data = load_npz(fixture)
     path = write_bundle(tmp_path / "SadTalker_V0.0.2_256.safetensors", fixture, {"generator": GENERATOR_PREFIX})
     net = load_generator(path)
-    start = time.perf_counter()
-    out = net(torch.from_numpy(data["source_image"]), kp_driving=torch.from_numpy(data["kp_driving"]),
-              kp_source=torch.from_numpy(data["kp_source"]))
-    seconds = time.perf_counter() - start
+    out, seconds = timed(net, torch.from_numpy(data["source_image"]), kp_driving=torch.from_numpy(data["kp_driving"]),
+                         kp_source=torch.from_numpy(data["kp_source"]))
     for key in ("prediction", "occlusion_map", "deformation"):
-        report(f"generator.{key}", seconds, out[key].numpy(), data[key])
+        report(f"generator.{key}", out[key].numpy(), data[key], seconds)
         assert_close(out[key].numpy(), data[key], key)
 
 
@@ -119,10 +102,9 @@ def test_facerender_e2e(fixture, tmp_path):
     assert_close(kp_source.numpy(), data["kp_source"], "kp_source")
     assert_close(kp_driving[None].numpy(), data["kp_driving"], "kp_driving")
 
-    start = time.perf_counter()
-    frames = torch.cat(list(make_animation(source_image, source_semantics, targets, kp_detector, mapping, generator,
-                                           frames_per_batch=2)))
-    report("facerender_e2e.predictions", time.perf_counter() - start, frames[None].numpy(), data["predictions"])
+    frames, seconds = timed(lambda: torch.cat(list(make_animation(
+        source_image, source_semantics, targets, kp_detector, mapping, generator, frames_per_batch=2))))
+    report("facerender_e2e.predictions", frames[None].numpy(), data["predictions"], seconds)
     assert_close(frames[None].numpy(), data["predictions"], "predictions")
 
 

@@ -19,14 +19,9 @@ from pipelines.sadtalker.tiny_coeff import write_tiny_mapping
 from pipelines.sadtalker.align import LM3D_FILE
 from pipelines.sadtalker.tiny_render import tiny_render_state, write_tiny_lm3d
 
+pytestmark = pytest.mark.usefixtures("seeded_no_grad")
+
 FOREIGN_KEY = "audio2exp.mapping1.bias"
-
-
-@pytest.fixture(autouse=True)
-def _deterministic():
-    torch.manual_seed(0)
-    with torch.no_grad():
-        yield
 
 
 @pytest.fixture

@@ -6,22 +6,17 @@ checkpoints, and the answer is checked with ffprobe as a client would play it.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import shutil
 import subprocess
-import time
-import wave
 
 import httpx
 import numpy as np
 import pytest
-import torch
-from PIL import Image
 from skimage.data import astronaut
 
-from server.settings import Settings
-from tests.server.conftest import ServerThread, b64, free_port
+from tests.server.conftest import b64, png_of, tiny_server, wait_terminal, wav_of
+from tests.torch_threads import one_torch_thread
 
 pytestmark = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffmpeg/ffprobe not on PATH")
 
@@ -29,27 +24,14 @@ SLUG = "sadtalker"
 SR = 16000
 
 
-def png(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def wav(seconds: float) -> bytes:
     """A voiced-sounding 16-bit WAV: 140 Hz harmonics under a 4 Hz syllable envelope."""
     t = np.arange(int(seconds * SR)) / SR
     voice = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 6))
-    samples = (0.2 * voice * (0.55 + 0.45 * np.sin(2 * np.pi * 4 * t)) * 32767).astype("<i2")
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SR)
-        out.writeframes(samples.tobytes())
-    return buffer.getvalue()
+    return wav_of(0.2 * voice * (0.55 + 0.45 * np.sin(2 * np.pi * 4 * t)) * 32767, SR)
 
 
-PHOTO = b64(png(astronaut()))
+PHOTO = b64(png_of(astronaut()))
 SPEECH = b64(wav(0.8))
 BASE = {"input_image": PHOTO, "input_audio": SPEECH, "preprocess": "crop", "image_size": "256",
         "enhancer": False, "seed": 7}
@@ -65,19 +47,9 @@ def probe(video: bytes, tmp_path) -> dict:
 
 @pytest.fixture(scope="module")
 def server(tiny_weights, tmp_path_factory):
-    root = tmp_path_factory.mktemp("sadtalker_http")
-    settings = Settings(
-        port=free_port(), weights_root=tiny_weights.parent, weights="tiny", no_auth=True, pipelines=[SLUG],
-        keys_file=root / "keys.json", job_store=root / "jobs.sqlite", outputs_dir=root / "outputs",
-        request_timeout_s=300,
-    )
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ServerThread(settings) as running:
-            yield running
-    finally:
-        torch.set_num_threads(threads)
+    with one_torch_thread(), tiny_server(tiny_weights, tmp_path_factory.mktemp("sadtalker_http"), SLUG,
+                                         no_auth=True, request_timeout_s=300) as running:
+        yield running
 
 
 def post(server, path: str = f"/v1/{SLUG}", **changes) -> httpx.Response:
@@ -107,11 +79,7 @@ def test_base64_answers_json_with_the_video(server, tmp_path):
 def test_v2_queue_serves_the_video_url(server, tmp_path):
     submit = post(server, path=f"/v2/{SLUG}")
     assert submit.status_code == 200, submit.text
-    status_url = submit.json()["status_url"]
-    deadline = time.time() + 300
-    while (status := httpx.get(status_url).json())["status"] not in ("COMPLETED", "FAILED"):
-        assert time.time() < deadline
-        time.sleep(0.5)
+    status = wait_terminal(submit.json()["status_url"], limit=300).json()
     assert status["status"] == "COMPLETED", status
     result = httpx.get(submit.json()["response_url"]).json()
     video = httpx.get(result["video"]["url"])
@@ -126,7 +94,7 @@ def test_too_short_audio_is_a_400(server):
 
 
 def test_dark_photo_has_no_face(server):
-    response = post(server, input_image=b64(png(np.full((128, 128, 3), 20, np.uint8))))
+    response = post(server, input_image=b64(png_of(np.full((128, 128, 3), 20, np.uint8))))
     assert response.status_code == 400
     assert response.json() == {"error": "No face detected in input_image"}
 

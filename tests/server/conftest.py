@@ -1,5 +1,9 @@
 """Server test fixtures: real uvicorn servers on 127.0.0.1 (random free ports) running the fake
-pipelines, a local media server, a fixed DNS table, and helpers to build inputs."""
+pipelines, a local media server, a fixed DNS table, and helpers to build inputs.
+
+The other packages' HTTP tests import the helpers from here: ``tiny_server`` serves one real
+pipeline from the tiny profile, ``wait_terminal`` polls a v2 job, ``png_of`` and ``wav_of``
+encode their inputs."""
 from __future__ import annotations
 
 import base64
@@ -12,6 +16,7 @@ import time
 import wave
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import uvicorn
@@ -24,6 +29,7 @@ from server.settings import Settings
 from tests.server import fake_pipeline
 
 KEY = "SG_0123456789abcdef"
+HEADERS = {"x-api-key": KEY}
 
 # Names the tests resolve without a network (server.media.resolve_host is the seam).
 DNS = {
@@ -47,27 +53,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def png_bytes(color=(200, 150, 120), size=(32, 24), mode="RGB", fmt="PNG", **save) -> bytes:
-    image = Image.new(mode, size, color)
+def encoded(image: Image.Image, fmt: str = "PNG", **save) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **save)
     return buffer.getvalue()
+
+
+def png_bytes(color=(200, 150, 120), size=(32, 24), mode="RGB", fmt="PNG", **save) -> bytes:
+    return encoded(Image.new(mode, size, color), fmt, **save)
+
+
+def png_of(pixels: np.ndarray) -> bytes:
+    return encoded(Image.fromarray(pixels))
 
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def wav_bytes(seconds: float = 0.5, rate: int = 22050) -> bytes:
-    t = np.arange(int(seconds * rate)) / rate
-    samples = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16)
+def wav_of(samples: np.ndarray, rate: int) -> bytes:
+    """``samples`` (values in the int16 range) as a mono 16-bit WAV file."""
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(rate)
-        out.writeframes(samples.tobytes())
+        out.writeframes(samples.astype("<i2").tobytes())
     return buffer.getvalue()
+
+
+def wav_bytes(seconds: float = 0.5, rate: int = 22050) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    return wav_of(0.3 * np.sin(2 * np.pi * 440 * t) * 32767, rate)
 
 
 FACE = png_bytes()
@@ -127,6 +144,44 @@ def running(tmp: Path, key_credits=None, **overrides):
         yield server
 
 
+@contextlib.contextmanager
+def tiny_server(tiny_weights: Path, tmp: Path, slug: str, **overrides):
+    """A server of the real pipeline ``slug`` on the tiny checkpoints, with ``KEY`` installed.
+    ``weights="tiny"`` reads ``<weights_root>/tiny``, as ``FACEFOUNDRY_WEIGHTS=tiny`` does."""
+    values = dict(
+        port=free_port(), weights_root=tiny_weights.parent, weights="tiny", pipelines=[slug],
+        keys_file=tmp / "keys.json", job_store=tmp / "jobs.sqlite", outputs_dir=tmp / "outputs",
+    )
+    values.update(overrides)
+    settings = Settings(**values)
+    KeyStore(settings.keys_file).add(KEY)
+    with ServerThread(settings) as server:
+        yield server
+
+
+def wait_terminal(status_url: str, headers=HEADERS, limit: float = 20.0) -> httpx.Response:
+    """Poll a v2 job's status until it is COMPLETED or FAILED; the last status response."""
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        response = httpx.get(status_url, headers=headers)
+        if response.json().get("status") in ("COMPLETED", "FAILED"):
+            return response
+        time.sleep(0.05)
+    raise AssertionError("job did not finish")
+
+
+@contextlib.contextmanager
+def local_origin(handler):
+    """``http://127.0.0.1:<port>`` of a threaded http.server answering with ``handler``."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+
+
 @pytest.fixture(scope="package", autouse=True)
 def fake_world():
     """The fakes and the DNS table, for this package only (other tests see the real registry)."""
@@ -160,8 +215,6 @@ class MediaHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture(scope="package")
 def origin(fake_world):
     """Base URL of the local media server (http://127.0.0.1:<port>)."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), MediaHandler)
-    port = httpd.server_address[1]
     MediaHandler.routes = {
         "/face.png": (200, "image/png", FACE, {}),
         "/black.png": (200, "image/png", BLACK, {}),
@@ -173,10 +226,8 @@ def origin(fake_world):
         "/to-metadata": (302, "text/plain", b"", {"Location": "http://169.254.169.254/latest/meta-data/"}),
         "/big.png": (200, "image/png", b"\x89PNG" + b"\x00" * (3 * 2**20), {}),
     }
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}"
-    httpd.shutdown()
+    with local_origin(MediaHandler) as url:
+        yield url
 
 
 @pytest.fixture(scope="package")

@@ -8,24 +8,13 @@ import httpx
 
 from server.auth import KeyStore
 from tests.server import fake_pipeline
-from tests.server.conftest import FACE, KEY, b64, running
+from tests.server.conftest import FACE, HEADERS, KEY, b64, running, wait_terminal
 
-HEADERS = {"x-api-key": KEY}
 STICKER = {"image": b64(FACE), "seed": 1}
 
 
 def post(server, path, body, headers=HEADERS, **kwargs):
     return httpx.post(f"{server.url}{path}", json=body, headers=headers, timeout=30, **kwargs)
-
-
-def wait_terminal(server, status_url, headers=HEADERS, limit=20.0):
-    deadline = time.time() + limit
-    while time.time() < deadline:
-        response = httpx.get(status_url, headers=headers)
-        if response.json().get("status") in ("COMPLETED", "FAILED"):
-            return response
-        time.sleep(0.05)
-    raise AssertionError("job did not finish")
 
 
 # -- auth -------------------------------------------------------------------------------------
@@ -166,7 +155,7 @@ def test_no_face_is_400_in_v1_and_failed_422_in_v2(api):
     v1 = post(api, "/v1/face-to-sticker", {"image": b64(BLACK)})
     assert v1.status_code == 400 and v1.json() == {"error": "No face detected in image"}
     submit = post(api, "/v2/face-to-sticker", {"image": b64(BLACK)}).json()
-    status = wait_terminal(api, submit["status_url"])
+    status = wait_terminal(submit["status_url"])
     assert status.status_code == 422
     body = status.json()
     assert body["status"] == "FAILED" and body["error"] == "No face detected in image"
@@ -216,7 +205,7 @@ def test_queue_full_is_429(tmp_path):
         refused = post(server, "/v2/face-to-sticker", STICKER)
         assert refused.status_code == 429 and "busy" in refused.json()["error"]
         busy.join()
-        assert wait_terminal(server, queued.json()["status_url"]).json()["status"] == "COMPLETED"
+        assert wait_terminal(queued.json()["status_url"]).json()["status"] == "COMPLETED"
 
 
 def test_deadline_is_504_and_not_charged(tmp_path):
@@ -234,7 +223,7 @@ def test_v2_job_past_its_deadline_in_the_queue_fails(tmp_path):
         threading.Thread(target=post, args=(server, "/v2/face-to-sticker", dict(STICKER, prompt="sleep:1"))).start()
         assert fake_pipeline.RUNNING.wait(10)
         late = post(server, "/v2/face-to-sticker", STICKER).json()
-        body = wait_terminal(server, late["status_url"]).json()
+        body = wait_terminal(late["status_url"]).json()
         assert body["status"] == "FAILED" and "timed out while waiting in the queue" in body["error"]
 
 
@@ -247,7 +236,7 @@ def test_v2_status_shapes_and_expiry(tmp_path):
                                                           "number_of_images_per_pose": 2}).json()
         assert set(submit) == {"request_id", "status", "poll_url", "status_url", "response_url"}
         assert submit["status"] == "QUEUED"
-        status = wait_terminal(server, submit["status_url"]).json()
+        status = wait_terminal(submit["status_url"]).json()
         assert status == {"status": "COMPLETED", "request_id": submit["request_id"],
                           "metrics": {"inference_time": status["metrics"]["inference_time"]}}
         result = httpx.get(submit["poll_url"], headers=HEADERS).json()
@@ -273,7 +262,7 @@ def test_urls_follow_public_base_url_or_forwarded_host(tmp_path):
 def test_data_uris_when_output_storage_is_off(tmp_path):
     with running(tmp_path, store_outputs=False) as server:
         submit = post(server, "/v2/face-to-sticker", STICKER).json()
-        wait_terminal(server, submit["status_url"])
+        wait_terminal(submit["status_url"])
         result = httpx.get(submit["response_url"], headers=HEADERS).json()
         assert result["output"].startswith("data:image/png;base64,")
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import ipaddress
 import struct
 import zlib
@@ -21,9 +20,8 @@ from server.media import (
     is_forbidden_address,
     sniff_audio_container,
 )
-from tests.server.conftest import FACE, KEY, WAV, b64, make_settings, png_bytes, running
+from tests.server.conftest import FACE, HEADERS, WAV, b64, encoded, make_settings, png_bytes, running
 
-HEADERS = {"x-api-key": KEY}
 
 
 @pytest.mark.parametrize("address", [
@@ -170,9 +168,7 @@ def test_exif_orientation_is_applied():
     image = Image.new("RGB", (40, 20), (10, 200, 10))
     exif = image.getexif()
     exif[0x0112] = 6  # rotate 90° clockwise on display
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", exif=exif)
-    assert decode_image(buffer.getvalue(), "image", 10**6).shape == (40, 20, 3)
+    assert decode_image(encoded(image, "JPEG", exif=exif), "image", 10**6).shape == (40, 20, 3)
 
 
 def test_rgba_and_grey_become_rgb():

@@ -13,10 +13,9 @@ import pytest
 
 from server.auth import KeyStore
 from tests.server import fake_pipeline
-from tests.server.conftest import FACE, KEY, b64, free_port
+from tests.server.conftest import FACE, HEADERS, KEY, b64, free_port
 
 REPO = Path(__file__).resolve().parents[2]
-HEADERS = {"x-api-key": KEY}
 
 
 def start(tmp: Path, port: int, max_attempts: int) -> subprocess.Popen:

@@ -64,21 +64,21 @@ class FakeServer:
                     return self.send_cut(status, data[start:], headers)
                 self.send_bytes(status, data[start:], headers, body)
 
-            def send_bytes(self, status, data, headers, body):
+            def start_reply(self, status, headers, length):
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Content-Length", str(length))
                 self.end_headers()
+
+            def send_bytes(self, status, data, headers, body):
+                self.start_reply(status, headers, len(data))
                 if body:
                     self.wfile.write(data)
 
             def send_cut(self, status, data, headers):
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
+                # The full length is announced: the client sees a body that stops short.
+                self.start_reply(status, headers, len(data))
                 self.wfile.write(data[: len(data) // 2])
                 self.wfile.flush()
                 self.close_connection = True
