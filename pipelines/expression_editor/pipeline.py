@@ -17,17 +17,18 @@ import numpy as np
 import torch
 
 from pipelines.base import InputError, LoadOptions, PipelineResult
+from pipelines.common.component_files import locate_components, torch_dtype
 from pipelines.common.timing import StageTimer
 from pipelines.expression_editor import editor
 from pipelines.expression_editor.editor import MotionInfo, Sliders
 from pipelines.expression_editor.face_box import FaceDetector, select_face_box
 from pipelines.expression_editor.loader import NETWORK_FILES, LivePortraitNetworks, load_liveportrait
 from pipelines.expression_editor.yolo_loader import load_yolo_face
+from pipelines.weights.manifest import load_manifest
+from pipelines.weights.policy import component_report
 
 # Weights-manifest entry of each file (spec §3.4).
 ENTRY_IDS = {name: f"liveportrait.{name}" for name in NETWORK_FILES} | {"yolov8n_face": "yolov8n_face"}
-LICENCES = {name: ("MIT", True) for name in NETWORK_FILES} | {"yolov8n_face": ("Apache-2.0", True)}
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 OUTPUTS = ("full", "crop")
 CACHE_SIZE = 4
 
@@ -67,11 +68,11 @@ def content_key(image: np.ndarray, *extra) -> str:
 class ExpressionEditorPipeline:
     name = "expression-editor"
 
-    def __init__(self, networks: LivePortraitNetworks, detector: FaceDetector, files: Mapping[str, Path],
+    def __init__(self, networks: LivePortraitNetworks, detector: FaceDetector, report: list[dict[str, Any]],
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         self.networks = networks
         self.detector = detector
-        self.files = dict(files)
+        self.report = report
         self.device = torch.device(device)
         self.dtype = dtype
         # F/M results per source image, M per reference image, by content (spec §0 item 9, §7.6).
@@ -80,24 +81,26 @@ class ExpressionEditorPipeline:
 
     @classmethod
     def load(cls, options: LoadOptions) -> "ExpressionEditorPipeline":
-        from pipelines.weights.manifest import require
-
-        paths = require(options.weights_dir, list(ENTRY_IDS.values()), pipeline=cls.name)
+        paths, report = locate_components(cls.name, list(ENTRY_IDS.values()), options)
         files = {name: paths[entry] for name, entry in ENTRY_IDS.items()}
-        return cls.from_files(files, options.device, DTYPES[options.dtype])
+        return cls.from_files(files, options.device, torch_dtype(options.dtype, options.device), report)
 
     @classmethod
     def from_files(cls, files: Mapping[str, Path], device: str | torch.device = "cpu",
-                   dtype: torch.dtype = torch.float32) -> "ExpressionEditorPipeline":
-        """``files``: the five LivePortrait names of ``loader.NETWORK_FILES`` and ``yolov8n_face``."""
+                   dtype: torch.dtype = torch.float32,
+                   report: list[dict[str, Any]] | None = None) -> "ExpressionEditorPipeline":
+        """``files``: the five LivePortrait names of ``loader.NETWORK_FILES`` and ``yolov8n_face``;
+        ``report``: their /ready entries (default: the manifest's for those ids)."""
+        if report is None:
+            manifest = load_manifest()
+            report = component_report([manifest[ENTRY_IDS[name]] for name in files])
         networks = load_liveportrait({n: files[n] for n in NETWORK_FILES}, device, dtype)
         # The detector stays float32 so that its boxes, and with them the crop, match the node.
         detector = FaceDetector(load_yolo_face(files["yolov8n_face"], device))
-        return cls(networks, detector, files, device, dtype)
+        return cls(networks, detector, report, device, dtype)
 
     def components(self) -> list[dict[str, Any]]:
-        return [{"id": ENTRY_IDS[name], "file": str(path), "licence": LICENCES[name][0],
-                 "commercial_use": LICENCES[name][1]} for name, path in self.files.items()]
+        return self.report
 
     def free_memory(self) -> None:
         self._sources.clear()
