@@ -71,7 +71,8 @@ def pipeline_for(path: Path, tmp_root: Path) -> ExpressionEditorPipeline:
                 write_stitching_file(states, files[name])
             else:
                 write_state_file(module_weights(path, name), files[name])
-        # Detection is stubbed by the stored boxes; any loadable detector file will do.
+        # The node cases give the detector's candidate boxes (parity README §5.2), so the detector
+        # file only has to load; the tiny one does.
         files["yolov8n_face"] = dest / "yolov8n_face" / "face_yolov8n.pt"
         write_tiny_yolo(files["yolov8n_face"])
         _pipelines[key] = ExpressionEditorPipeline.from_files(files)
@@ -139,7 +140,7 @@ def test_node_case(path, tmp_weights):
 
 
 @pytest.mark.parametrize("path", [p for p in discover_cases() if p.values[0] is None or "ref_All" in p.values[0].name])
-def test_request_with_stubbed_detector(path, tmp_weights):
+def test_request_with_the_fixture_candidate_boxes(path, tmp_weights):
     """The request path (``__call__``): detection → selection → edit → the full image by default."""
     fx = load_npz(path)
     case = case_params(path)
