@@ -74,18 +74,35 @@ class Settings(BaseSettings):
     )
 
     max_body_bytes: int = Field(64 * 2**20, description="Largest request body (413 beyond).")
+    max_json_depth: int = Field(
+        32, ge=1, description="Deepest nesting of the JSON body (400 beyond), checked before parsing."
+    )
     max_input_bytes: int = Field(32 * 2**20, description="Largest fetched or decoded input file (413 beyond).")
     max_pixels: int = Field(40_000_000, description="Largest input image in pixels (decompression bombs → 400).")
     max_audio_seconds: float = Field(300.0, description="Longest input audio.")
     fetch_connect_timeout_s: float = Field(5.0, description="Connect timeout for input URLs.")
     fetch_read_timeout_s: float = Field(20.0, description="Read timeout for input URLs.")
     fetch_max_redirects: int = Field(3, description="Redirects followed per input URL (each re-checked).")
+    fetch_total_timeout_s: float = Field(
+        30.0, gt=0, description="Total time allowed to fetch one input URL, redirects included."
+    )
+    fetch_min_bytes_per_s: float = Field(
+        8192.0, ge=0, description="Slowest transfer accepted for an input URL (after its first 2 s)."
+    )
+    fetch_concurrency: int = Field(16, ge=1, description="Input URLs fetched at once.")
+    fetch_queue_max: int = Field(64, ge=0, description="Requests waiting for a fetch slot before 429.")
     fetch_allow: CommaList = Field(
         [],
         description="Networks (CIDR) that input URLs may reach although private or loopback, for on-prem use.",
     )
 
-    _split = field_validator("device", "pipelines", "fetch_allow", mode="before")(_split_commas)
+    trusted_proxies: CommaList = Field(
+        ["127.0.0.1/32", "::1/128"],
+        description="Networks (CIDR) of reverse proxies whose X-Forwarded-Proto/Host/Prefix are "
+        "believed; from any other peer those headers are ignored.",
+    )
+
+    _split = field_validator("device", "pipelines", "fetch_allow", "trusted_proxies", mode="before")(_split_commas)
 
     @field_validator("pipelines")
     @classmethod
@@ -95,7 +112,7 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown pipelines {unknown}; known: {sorted(PIPELINES)}")
         return value
 
-    @field_validator("fetch_allow")
+    @field_validator("fetch_allow", "trusted_proxies")
     @classmethod
     def _valid_networks(cls, value: list[str]) -> list[str]:
         for net in value:
@@ -117,3 +134,7 @@ class Settings(BaseSettings):
     @property
     def allowed_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(net, strict=False) for net in self.fetch_allow]
+
+    @property
+    def trusted_proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(net, strict=False) for net in self.trusted_proxies]
