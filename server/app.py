@@ -15,8 +15,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 
 from server.auth import Gatekeeper, KeyStore
+from server.datafiles import secure_data_paths
+from server.docs import install_offline_docs
 from server.errors import error_response, install_error_handlers
 from server.jobs import Engine
+from server.media import MediaLoader
 from server.metrics import Metrics
 from server.routes import build_router
 from server.settings import Settings
@@ -37,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        secure_data_paths(settings)
         engine = Engine(settings, gatekeeper, metrics)
         app.state.engine = engine
         engine.start()
@@ -49,8 +53,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sweeper.cancel()
             await asyncio.to_thread(engine.stop)
 
-    app = FastAPI(title="facefoundry", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="facefoundry", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    install_offline_docs(app)
     app.state.settings = settings
+    app.state.media = MediaLoader(settings)
     app.state.metrics = metrics
     app.state.gatekeeper = gatekeeper
     install_error_handlers(app)

@@ -1,7 +1,8 @@
 """API keys: a JSON file of hashed keys with credits, allowed models and a requests-per-minute cap.
 
-Keys are random secrets chosen by the operator, so one SHA-256 per key is enough (no password
-stretching needed); they are compared in constant time. The server and ``facefoundry keys``
+Keys are random secrets (generated, or chosen by the operator and refused by ``key_weakness``
+when guessable), so one SHA-256 per key is enough (no password stretching needed); they are
+compared in constant time. The server and ``facefoundry keys``
 share the file: every use is a read (and, for changes, a write) under an exclusive lock, so
 credits added from the CLI apply at once.
 """
@@ -12,6 +13,7 @@ import fcntl
 import hashlib
 import hmac
 import json
+import math
 import os
 import secrets
 import threading
@@ -21,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from server.datafiles import PRIVATE_FILE, make_private_parent, write_private
 from server.errors import INSUFFICIENT_CREDITS, INVALID_KEY, MISSING_KEY, ApiError
 from server.settings import Settings
 
@@ -29,9 +32,67 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+KEY_PREFIX = "SG_"
+# What a generated key carries (SG_ + 16 random hex digits): at 10^10 SHA-256 guesses a second,
+# a stolen keys file still takes decades to invert, and online guessing is hopeless.
+MIN_KEY_BITS = 64
+MAX_KEY_CHARS = 256
+HEX_DIGITS = frozenset("0123456789abcdef")
+
+
 def new_key() -> str:
     """A key in Segmind's format: ``SG_`` + 16 hex characters (segmind-api.md §3 "Key format")."""
-    return "SG_" + secrets.token_hex(8)
+    return KEY_PREFIX + secrets.token_hex(8)
+
+
+def alphabet_size(text: str) -> int:
+    """How many symbols each character of ``text`` was plausibly drawn from."""
+    if set(text.lower()) <= HEX_DIGITS and (text.islower() or text.isupper() or text.isdigit()):
+        return 10 if text.isdigit() else 16
+    size = 0
+    size += 26 if any(c.islower() for c in text) else 0
+    size += 26 if any(c.isupper() for c in text) else 0
+    size += 10 if any(c.isdigit() for c in text) else 0
+    size += 33 if any(not c.isalnum() for c in text) else 0
+    return size
+
+
+def is_predictable(text: str, i: int) -> bool:
+    """Whether ``text[i]`` follows from what precedes it: the 4th+ character of a run (aaaa,
+    1234, dcba), or one that completes a third repeat of a 2-4 character block (ababab)."""
+    if i >= 3:
+        steps = {ord(text[j]) - ord(text[j - 1]) for j in range(i - 2, i + 1)}
+        if len(steps) == 1 and abs(steps.pop()) <= 1:
+            return True
+    for period in (2, 3, 4):
+        start = i + 1 - 3 * period
+        if start >= 0 and text[start:start + period] == text[start + period:start + 2 * period] \
+                == text[start + 2 * period:i + 1]:
+            return True
+    return False
+
+
+def estimated_key_bits(key: str) -> float:
+    """A conservative entropy estimate: log2(alphabet) per character that is not predictable
+    from the ones before it; the ``SG_`` prefix carries none."""
+    body = key.removeprefix(KEY_PREFIX)
+    if not body:
+        return 0.0
+    per_character = math.log2(alphabet_size(body))
+    return per_character * sum(not is_predictable(body, i) for i in range(len(body)))
+
+
+def key_weakness(key: str) -> str | None:
+    """Why ``key`` may not be used as an API key, or None when it is strong enough."""
+    if not key.isascii() or not key.isprintable() or any(c.isspace() for c in key):
+        return "an API key must be printable ASCII without spaces (it travels in an HTTP header)"
+    if len(key) > MAX_KEY_CHARS:
+        return f"an API key may be at most {MAX_KEY_CHARS} characters long"
+    bits = estimated_key_bits(key)
+    if bits < MIN_KEY_BITS:
+        return (f"this key is too easy to guess (about {bits:.0f} bits of entropy, {MIN_KEY_BITS} needed): "
+                "use at least 16 random characters, or leave KEY out and one will be generated")
+    return None
 
 
 @dataclass
@@ -56,8 +117,9 @@ class KeyStore:
 
     @contextmanager
     def _exclusive(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock, open(self.path.with_name(self.path.name + ".lock"), "a") as lock_file:
+        make_private_parent(self.path)
+        lock_fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_WRONLY | os.O_CREAT, PRIVATE_FILE)
+        with self._lock, os.fdopen(lock_fd, "a") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             try:
                 self._reload()
@@ -76,8 +138,7 @@ class KeyStore:
 
     def _save(self) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"keys": [asdict(k) for k in self._keys.values()]}, indent=2))
-        os.chmod(tmp, 0o600)
+        write_private(tmp, json.dumps({"keys": [asdict(k) for k in self._keys.values()]}, indent=2).encode())
         os.replace(tmp, self.path)
 
     def _match(self, key: str) -> ApiKey | None:

@@ -97,16 +97,23 @@ def serve(options: argparse.Namespace) -> int:
         if not [k for k in KeyStore(settings.keys_file).all() if not k.revoked]:
             log.warning("no API keys in %s: every request will get 401; add one with `facefoundry keys add`",
                         settings.keys_file)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=options.log_level)
+    # proxy_headers=False: uvicorn would otherwise replace the peer address with X-Forwarded-For,
+    # and the app decides itself which peers' forwarded headers to believe (trusted_proxies).
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=options.log_level,
+                proxy_headers=False)
     return 0
 
 
 def manage_keys(options: argparse.Namespace) -> int:
-    from server.auth import KeyStore, new_key
+    from server.auth import KeyStore, key_weakness, new_key
 
     path = options.keys_file or Settings().keys_file
     store = KeyStore(path)
     if options.keys_command == "add":
+        weakness = key_weakness(options.key) if options.key is not None else None
+        if weakness:
+            print(f"refused: {weakness}", file=sys.stderr)
+            return 2
         key = options.key or new_key()
         models = [m.strip() for m in options.models.split(",") if m.strip()] if options.models else None
         entry = store.add(key, credits=options.credits, models=models, rpm=options.rpm)

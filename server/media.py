@@ -1,11 +1,18 @@
 """Media in: image and audio fields arrive as an http(s) URL, raw base64 or a data URI.
 
 Decoding order per segmind-api.md §6 "Input decoding order": ``data:`` prefix, then http(s)
-URL (fetched with size/time limits behind an SSRF guard), then strict base64; the bytes are
-then sniffed and decoded. Every refusal is an ``ApiError`` (400, or 413 for size).
+URL (fetched behind an SSRF guard), then strict base64; the bytes are then sniffed and decoded.
+Every refusal is an ``ApiError`` (400, or 413 for size) whose message names the field.
+
+URL fetches are asynchronous and hold no thread: a source that answers slowly costs one slot of
+a bounded set (``fetch_concurrency``, with at most ``fetch_queue_max`` requests waiting), and
+every fetch ends within ``fetch_total_timeout_s`` or as soon as it falls below
+``fetch_min_bytes_per_s``. So slow sources cannot take the threads that other requests and the
+model workers need (issue 13, "slow-drip media URLs").
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
@@ -13,23 +20,31 @@ import ipaddress
 import socket
 import subprocess
 import tempfile
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import numpy as np
+from fastapi.concurrency import run_in_threadpool
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipelines.base import Audio
+from server.datafiles import make_private_dir, write_private
 from server.errors import ApiError
 from server.protocol import Endpoint, SegmindRequest
 from server.settings import Settings
+from server.urls import HttpTarget, IPAddress, UrlError, parse_http_url, unwrap_ipv4
 
 AUDIO_RATE = 16_000  # what the audio pipelines consume: 16 kHz mono float32 (sadtalker.md)
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052: the last 32 bits are an IPv4 address
+MAX_URL_CHARS = 8192  # what common servers accept in a request line; longer is not a real URL
+# The first seconds of a transfer include the TCP handshake and slow start: the minimum rate is
+# enforced only after them.
+RATE_GRACE_S = 2.0
 
 
 # -- where a reference points -----------------------------------------------------------------
@@ -43,11 +58,12 @@ def resolve_host(host: str, port: int) -> list[str]:
 
 def is_forbidden_address(ip: IPAddress, allowed: list) -> bool:
     """True for loopback, private, link-local (cloud metadata), multicast, reserved and the like,
-    including IPv4 addresses tunnelled in IPv6, unless an allowlisted network contains it."""
+    including IPv4 addresses carried in IPv6, unless an allowlisted network contains it."""
+    ip = unwrap_ipv4(ip)
     if any(ip in net for net in allowed if net.version == ip.version):
         return False
     if ip.version == 6:
-        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        embedded = ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
         if embedded is None and ip in NAT64:
             embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None and is_forbidden_address(embedded, allowed):
@@ -55,74 +71,100 @@ def is_forbidden_address(ip: IPAddress, allowed: list) -> bool:
     return ip.is_multicast or not ip.is_global
 
 
-def pinned_address(host: str, port: int, settings: Settings, url: str) -> str:
-    """The one address to connect to, after checking every address the name resolves to.
+async def pinned_address(target: HttpTarget, settings: Settings, field: str, url: str) -> IPAddress:
+    """The one address to connect to, after checking every address the host resolves to.
 
     Connecting to this checked address (not re-resolving) is what defeats DNS rebinding.
     """
-    try:
-        addresses = [ipaddress.ip_address(host)]
-    except ValueError:
+    if target.address is not None:
+        addresses = [target.address]
+    else:
         try:
-            addresses = [ipaddress.ip_address(a.split("%")[0]) for a in resolve_host(host, port)]
-        except (OSError, UnicodeError):
-            raise ApiError(400, f"could not resolve the host of {url}") from None
+            # A thread of asyncio's own executor: a slow resolver never holds a request thread.
+            names = await asyncio.to_thread(resolve_host, target.host, target.port)
+            addresses = [unwrap_ipv4(ipaddress.ip_address(a.split("%")[0])) for a in names]
+        except (OSError, UnicodeError, ValueError):
+            raise ApiError(400, f"{field}: could not resolve the host of {url}") from None
     if not addresses:
-        raise ApiError(400, f"could not resolve the host of {url}")
-    allowed = settings.allowed_networks
+        raise ApiError(400, f"{field}: could not resolve the host of {url}")
     for address in addresses:
-        if is_forbidden_address(address, allowed):
-            raise ApiError(
-                400, f"refusing to fetch {url}: {host} is a private, loopback, link-local or reserved address"
-            )
-    return str(addresses[0])
+        if is_forbidden_address(address, settings.allowed_networks):
+            raise ApiError(400, f"{field}: refusing to fetch {url}: {target.host} is a private, loopback, "
+                                "link-local or reserved address")
+    return addresses[0]
 
 
-def fetch_url(url: str, settings: Settings) -> bytes:
-    """GET an input URL, re-checking every redirect hop, within the size and time limits."""
+def parsed_url(url: str, field: str) -> HttpTarget:
+    if len(url) > MAX_URL_CHARS:
+        raise ApiError(400, f"{field}: the URL is longer than {MAX_URL_CHARS} characters")
+    try:
+        return parse_http_url(url)
+    except UrlError as exc:
+        raise ApiError(400, f"{field}: invalid URL {url[:200]!r}: {exc}") from None
+
+
+async def fetch_url(url: str, field: str, settings: Settings) -> bytes:
+    """GET an input URL within the size, time and rate limits, re-checking every redirect hop."""
+    try:
+        with anyio.fail_after(settings.fetch_total_timeout_s):
+            return await _follow_redirects(url, field, settings)
+    except TimeoutError:
+        raise ApiError(
+            400, f"{field}: fetching {url[:200]} took longer than {settings.fetch_total_timeout_s:g} s"
+        ) from None
+
+
+async def _follow_redirects(url: str, field: str, settings: Settings) -> bytes:
     timeout = httpx.Timeout(settings.fetch_read_timeout_s, connect=settings.fetch_connect_timeout_s)
     # trust_env=False: a proxy from the environment would resolve names itself and skip the guard.
-    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as client:
         for _ in range(settings.fetch_max_redirects + 1):
-            target = httpx.URL(url)
-            if target.scheme not in ("http", "https") or not target.host:
-                raise ApiError(400, f"only http(s) URLs can be fetched, not {url}")
-            port = target.port or (443 if target.scheme == "https" else 80)
-            address = pinned_address(target.host, port, settings, url)
-            host_header = target.netloc.decode("ascii")
+            target = parsed_url(url, field)
+            address = await pinned_address(target, settings, field, url)
             try:
-                with client.stream(
-                    "GET",
-                    target.copy_with(host=address),
-                    headers={"Host": host_header, "Accept": "*/*"},
+                async with client.stream(
+                    "GET", target.at(address),
+                    # identity: a compressed body would be inflated beyond the size we count.
+                    headers={"Host": target.authority, "Accept": "*/*", "Accept-Encoding": "identity"},
                     extensions={"sni_hostname": target.host},
                 ) as response:
                     if response.is_redirect and "location" in response.headers:
-                        url = urllib.parse.urljoin(url, response.headers["location"])
+                        try:
+                            url = urllib.parse.urljoin(url, response.headers["location"])
+                        except ValueError:
+                            raise ApiError(400, f"{field}: {url} redirects to an invalid URL") from None
                         continue
-                    if response.status_code != 200:
-                        raise ApiError(400, f"fetching {url} failed with HTTP {response.status_code}")
-                    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
-                    if kind.startswith("text/") or kind.endswith(("json", "xml")):
-                        raise ApiError(400, f"{url} returned {kind}, not an image or audio file")
-                    return _read_capped(response, settings.max_input_bytes, url)
+                    return await _read_body(response, field, url, settings)
             except httpx.TimeoutException:
-                raise ApiError(400, f"timed out fetching {url}") from None
-            except httpx.HTTPError as exc:
-                raise ApiError(400, f"could not fetch {url}: {type(exc).__name__}") from None
-    raise ApiError(400, f"too many redirects fetching {url}")
+                raise ApiError(400, f"{field}: timed out fetching {url}") from None
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                raise ApiError(400, f"{field}: could not fetch {url}: {type(exc).__name__}") from None
+    raise ApiError(400, f"{field}: too many redirects fetching {url}")
 
 
-def _read_capped(response: httpx.Response, limit: int, url: str) -> bytes:
+async def _read_body(response: httpx.Response, field: str, url: str, settings: Settings) -> bytes:
+    """The body of a 200, at most ``max_input_bytes``, refused when it arrives too slowly."""
+    if response.status_code != 200:
+        raise ApiError(400, f"{field}: fetching {url} failed with HTTP {response.status_code}")
+    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind.startswith("text/") or kind.endswith(("json", "xml")):
+        raise ApiError(400, f"{field}: {url} returned {kind}, not an image or audio file")
+    if response.headers.get("content-encoding", "identity").strip().lower() != "identity":
+        raise ApiError(400, f"{field}: {url} sent a compressed body although asked not to")
+    limit = settings.max_input_bytes
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"{url} is larger than the {limit} byte limit")
+        raise ApiError(413, f"{field}: {url} is larger than the {limit} byte limit")
+    started = time.monotonic()
     chunks, size = [], 0
-    for chunk in response.iter_bytes():
+    async for chunk in response.aiter_raw():
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, f"{url} is larger than the {limit} byte limit")
+            raise ApiError(413, f"{field}: {url} is larger than the {limit} byte limit")
         chunks.append(chunk)
+        elapsed = time.monotonic() - started
+        if elapsed > RATE_GRACE_S and size < settings.fetch_min_bytes_per_s * elapsed:
+            raise ApiError(400, f"{field}: {url} is sending slower than {settings.fetch_min_bytes_per_s:g} bytes/s")
     return b"".join(chunks)
 
 
@@ -147,19 +189,71 @@ def decode_data_uri(uri: str, field: str) -> bytes:
     return urllib.parse.unquote_to_bytes(payload)
 
 
-def fetch_media(value: str, field: str, settings: Settings) -> bytes:
-    """The bytes behind one media field, whichever of the three forms it takes."""
+def decode_inline_media(value: str, field: str) -> bytes:
+    """The bytes of a data URI or raw base64 field."""
     if value[:5].lower() == "data:":
-        data = decode_data_uri(value, field)
-    elif value[:7].lower() == "http://" or value[:8].lower() == "https://":
-        data = fetch_url(value, settings)
-    else:
-        data = decode_base64(value, field)
-    if len(data) > settings.max_input_bytes:
-        raise ApiError(413, f"{field} is larger than the {settings.max_input_bytes} byte limit")
-    if not data:
-        raise ApiError(400, f"{field} is empty")
-    return data
+        return decode_data_uri(value, field)
+    return decode_base64(value, field)
+
+
+def is_http_url(value: str) -> bool:
+    return value[:7].lower() == "http://" or value[:8].lower() == "https://"
+
+
+def max_field_chars(max_input_bytes: int) -> int:
+    """The longest text a media field may be: base64 of the largest input, with line breaks
+    (MIME wraps at 76 characters) and a data-URI header."""
+    return max_input_bytes * 4 // 3 * 78 // 76 + 1024
+
+
+class MediaLoader:
+    """Turns a request's media fields into bytes and decoded inputs; owns the fetch slots."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._slots = asyncio.Semaphore(settings.fetch_concurrency)
+        self._waiting = 0
+
+    async def _fetch_in_slot(self, url: str, field: str) -> bytes:
+        if self._slots.locked() and self._waiting >= self.settings.fetch_queue_max:
+            raise ApiError(429, "too many input URLs are being fetched right now; retry shortly")
+        self._waiting += 1
+        try:
+            with anyio.fail_after(self.settings.fetch_total_timeout_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise ApiError(429, "too many input URLs are being fetched right now; retry shortly") from None
+        finally:
+            self._waiting -= 1
+        try:
+            return await fetch_url(url, field, self.settings)
+        finally:
+            self._slots.release()
+
+    async def media_bytes(self, value: str, field: str) -> bytes:
+        """The bytes behind one media field, whichever of the three forms it takes."""
+        limit = self.settings.max_input_bytes
+        if len(value) > max_field_chars(limit):
+            raise ApiError(413, f"{field} is larger than the {limit} byte limit")
+        if is_http_url(value):
+            data = await self._fetch_in_slot(value, field)
+        else:
+            data = await run_in_threadpool(decode_inline_media, value, field)
+        if len(data) > limit:
+            raise ApiError(413, f"{field} is larger than the {limit} byte limit")
+        if not data:
+            raise ApiError(400, f"{field} is empty")
+        return data
+
+    async def load_inputs(self, endpoint: Endpoint, request: SegmindRequest
+                          ) -> tuple[dict[str, bytes], dict[str, Any]]:
+        """Fetch and decode every media field of a request: (raw bytes, decoded inputs)."""
+        raw = {}
+        for field in endpoint.media_fields:
+            value = getattr(request, field)
+            if value is not None:
+                raw[field] = await self.media_bytes(value, field)
+        return raw, await run_in_threadpool(decode_inputs, endpoint, raw, self.settings)
 
 
 # -- decoding ---------------------------------------------------------------------------------
@@ -247,21 +341,10 @@ def decode_inputs(endpoint: Endpoint, raw: dict[str, bytes], settings: Settings)
     return decoded
 
 
-def load_inputs(endpoint: Endpoint, request: SegmindRequest, settings: Settings
-                ) -> tuple[dict[str, bytes], dict[str, Any]]:
-    """Fetch and decode every media field of a request: (raw bytes, decoded inputs)."""
-    raw = {
-        field: fetch_media(getattr(request, field), field, settings)
-        for field in endpoint.media_fields
-        if getattr(request, field) is not None
-    }
-    return raw, decode_inputs(endpoint, raw, settings)
-
-
 def save_inputs(raw: dict[str, bytes], folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
+    make_private_dir(folder)
     for field, data in raw.items():
-        (folder / field).write_bytes(data)
+        write_private(folder / field, data)
 
 
 def read_inputs(folder: Path) -> dict[str, bytes]:

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from pipelines.base import PipelineResult
+from server.datafiles import make_private_dir, write_private
 
 MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "mp4": "video/mp4"}
 EXTENSION = {"png": "png", "jpeg": "jpg", "webp": "webp", "mp4": "mp4"}
@@ -73,9 +74,9 @@ class OutputStore:
         self.ttl_s = ttl_s
 
     def save(self, output: OutputFile) -> str:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.folder)
         name = f"{secrets.token_urlsafe(24)}.{output.ext}"  # 192 random bits: unguessable
-        (self.folder / name).write_bytes(output.data)
+        write_private(self.folder / name, output.data)
         return name
 
     def path(self, name: str) -> Path | None:

@@ -15,8 +15,9 @@ from pydantic import ValidationError
 from server.auth import Caller
 from server.errors import ApiError
 from server.jobs import COMPLETED, FAILED, Engine, Job
-from server.media import load_inputs
+from server.bodies import parse_json_object
 from server.protocol import ENDPOINTS, Endpoint, SegmindRequest, describe_validation_error
+from server.urls import public_base_url
 
 ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
 ERROR_RESPONSES = {
@@ -45,14 +46,10 @@ def public_base(request: Request) -> str:
 
     Absolute URLs matter: the segmind SDK joins relative ones under /v1 and 404s (segmind-api.md §4.1).
     """
-    configured = request.app.state.settings.public_base_url
-    if configured:
-        return configured.rstrip("/")
-    headers = request.headers
-    scheme = headers.get("x-forwarded-proto", request.url.scheme).split(",")[0].strip()
-    host = (headers.get("x-forwarded-host") or headers.get("host") or request.url.netloc).split(",")[0].strip()
-    prefix = headers.get("x-forwarded-prefix", request.scope.get("root_path", "")).rstrip("/")
-    return f"{scheme}://{host}{prefix}"
+    settings = request.app.state.settings
+    return public_base_url(settings.public_base_url, request.headers, request.client.host if request.client else None,
+                           request.url.scheme, request.scope.get("server"), request.scope.get("root_path", ""),
+                           settings.trusted_proxy_networks)
 
 
 def authenticate(request: Request) -> Caller:
@@ -75,13 +72,7 @@ async def read_json_object(request: Request) -> dict:
     if content_type in FORM_TYPES:
         # Segmind answers a non-JSON body with 406 "Invalid content type" (segmind-api.md §3).
         raise ApiError(406, "Invalid content type: send a JSON body with Content-Type: application/json")
-    try:
-        data = json.loads(body)
-    except ValueError:
-        raise ApiError(400, "the request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "the request body must be a JSON object")
-    return data
+    return await run_in_threadpool(parse_json_object, bytes(body), request.app.state.settings.max_json_depth)
 
 
 async def accept_job(request: Request, endpoint: Endpoint, persistent: bool) -> tuple[Job, SegmindRequest]:
@@ -98,7 +89,7 @@ async def accept_job(request: Request, endpoint: Endpoint, persistent: bool) -> 
         raise ApiError(400, describe_validation_error(endpoint.request, exc)) from None
     engine.queue.ensure_room()
     await run_in_threadpool(engine.ensure_loaded, endpoint.slug)
-    raw, inputs = await run_in_threadpool(load_inputs, endpoint, params, settings)
+    raw, inputs = await request.app.state.media.load_inputs(endpoint, params)
     created = time.time()
     job = Job(
         id=str(uuid.uuid4()), slug=endpoint.slug, seed=params.chosen_seed(),

@@ -24,18 +24,18 @@ def test_server_never_imports_torch():
 
 def test_keys_lifecycle(tmp_path, capsys):
     keys = str(tmp_path / "keys.json")
-    assert cli.main(["keys", "--keys-file", keys, "add", "SG_00000000000000aa", "--credits", "5",
+    assert cli.main(["keys", "--keys-file", keys, "add", "SG_7f3a9c2e5b8d1f46", "--credits", "5",
                      "--models", "faceswap-v4,sadtalker", "--rpm", "10"]) == 0
     stored = json.loads(Path(keys).read_text())["keys"][0]
-    assert stored["hash"] == hash_key("SG_00000000000000aa") and "SG_00000000000000aa" not in Path(keys).read_text()
+    assert stored["hash"] == hash_key("SG_7f3a9c2e5b8d1f46") and "SG_7f3a9c2e5b8d1f46" not in Path(keys).read_text()
     assert stored["models"] == ["faceswap-v4", "sadtalker"] and stored["rpm"] == 10 and stored["credits"] == 5
-    assert cli.main(["keys", "--keys-file", keys, "credit", "SG_00000000000000aa", "2.5"]) == 0
+    assert cli.main(["keys", "--keys-file", keys, "credit", "SG_7f3a9c2e5b8d1f46", "2.5"]) == 0
     assert "now has 7.5 credits" in capsys.readouterr().out
     assert cli.main(["keys", "--keys-file", keys, "list"]) == 0
     listing = capsys.readouterr().out
-    assert stored["id"] in listing and "7.5" in listing and "SG_00000000000000aa" not in listing
-    assert cli.main(["keys", "--keys-file", keys, "revoke", "SG_00000000000000aa"]) == 0
-    assert KeyStore(keys).find("SG_00000000000000aa") is None
+    assert stored["id"] in listing and "7.5" in listing and "SG_7f3a9c2e5b8d1f46" not in listing
+    assert cli.main(["keys", "--keys-file", keys, "revoke", "SG_7f3a9c2e5b8d1f46"]) == 0
+    assert KeyStore(keys).find("SG_7f3a9c2e5b8d1f46") is None
     assert cli.main(["keys", "--keys-file", keys, "revoke", "SG_nope"]) == 1
 
 

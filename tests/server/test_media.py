@@ -1,6 +1,7 @@
 """Media in: the three input forms, the SSRF guard, image and audio decoding limits."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import ipaddress
 import struct
@@ -16,12 +17,15 @@ from server.media import (
     decode_audio,
     decode_base64,
     decode_image,
-    fetch_media,
+    MediaLoader,
     is_forbidden_address,
     sniff_audio_container,
 )
 from tests.server.conftest import FACE, HEADERS, WAV, b64, encoded, make_settings, png_bytes, running
 
+
+def fetch_media(value, field, settings):
+    return asyncio.run(MediaLoader(settings).media_bytes(value, field))
 
 
 @pytest.mark.parametrize("address", [
@@ -112,7 +116,7 @@ def test_fetch_refusals(api, origin):
 def test_unresolvable_host(tmp_path):
     with pytest.raises(ApiError) as caught:
         fetch_media("http://nowhere.invalid/x.png", "image", make_settings(tmp_path))
-    assert caught.value.message == "could not resolve the host of http://nowhere.invalid/x.png"
+    assert caught.value.message == "image: could not resolve the host of http://nowhere.invalid/x.png"
 
 
 # -- the three forms and decoding -------------------------------------------------------------
