@@ -103,3 +103,68 @@ def write_tiny_sdxl(model_dir: Path, lora_path: Path, seed: int = 0) -> None:
     (model_dir / "model_index.json").write_text(json.dumps(index, indent=2))
     lora_path.parent.mkdir(parents=True, exist_ok=True)
     save_file(lightning_lora_state(pipe.unet, seed=seed), str(lora_path))
+
+
+# ---------------------------------------------------------------- InstantID / IP-Adapter plus-face files
+
+RESAMPLER_DEPTH = 4  # diffusers' IPAdapterPlusImageProjection always has four blocks (spec §5)
+RESAMPLER_DIM_HEAD = 64  # diffusers derives heads = to_q rows / 64
+
+
+def resampler_state(dim: int, heads: int, num_queries: int, embedding_dim: int, output_dim: int,
+                    ff_mult: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The 51 ``image_proj`` tensors of the InstantID / plus-face ``Resampler`` (parity README §3.1)."""
+    gen = torch.Generator().manual_seed(seed)
+    inner = RESAMPLER_DIM_HEAD * heads
+
+    def w(*shape):
+        return torch.randn(*shape, generator=gen) / shape[-1] ** 0.5
+
+    state = {"latents": torch.randn(1, num_queries, dim, generator=gen) / dim**0.5,
+             "proj_in.weight": w(dim, embedding_dim), "proj_in.bias": torch.zeros(dim),
+             "proj_out.weight": w(output_dim, dim), "proj_out.bias": torch.zeros(output_dim),
+             "norm_out.weight": torch.ones(output_dim), "norm_out.bias": torch.zeros(output_dim)}
+    for i in range(RESAMPLER_DEPTH):
+        for norm in ("norm1", "norm2"):
+            state[f"layers.{i}.0.{norm}.weight"] = torch.ones(dim)
+            state[f"layers.{i}.0.{norm}.bias"] = torch.zeros(dim)
+        state[f"layers.{i}.0.to_q.weight"] = w(inner, dim)
+        state[f"layers.{i}.0.to_kv.weight"] = w(2 * inner, dim)
+        state[f"layers.{i}.0.to_out.weight"] = w(dim, inner)
+        state[f"layers.{i}.1.0.weight"] = torch.ones(dim)
+        state[f"layers.{i}.1.0.bias"] = torch.zeros(dim)
+        state[f"layers.{i}.1.1.weight"] = w(dim * ff_mult, dim)
+        state[f"layers.{i}.1.3.weight"] = w(dim, dim * ff_mult)
+    return state
+
+
+def ip_adapter_attention_state(unet, seed: int = 0, scale: float = 1.0) -> dict[str, torch.Tensor]:
+    """``<2i+1>.to_k_ip.weight`` / ``to_v_ip.weight`` for every cross-attention layer of ``unet``,
+    numbered in ``unet.attn_processors`` order as the official files are."""
+    gen = torch.Generator().manual_seed(seed)
+    state, key_id = {}, 1
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue
+        attn = unet.get_submodule(name.removesuffix(".processor"))
+        shape = (attn.to_k.out_features, attn.to_k.in_features)
+        for proj in ("to_k_ip", "to_v_ip"):
+            state[f"{key_id}.{proj}.weight"] = scale * torch.randn(*shape, generator=gen) / shape[1] ** 0.5
+        key_id += 2
+    return state
+
+
+def write_instantid_bin(path: Path, image_proj: dict[str, torch.Tensor], ip_adapter: dict[str, torch.Tensor]) -> None:
+    """InstantX/InstantID ``ip-adapter.bin``: a ``torch.save`` nested dict, float32."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"image_proj": image_proj, "ip_adapter": ip_adapter}, str(path))
+
+
+def write_plus_face_safetensors(path: Path, image_proj: dict[str, torch.Tensor],
+                                ip_adapter: dict[str, torch.Tensor], dtype: torch.dtype = torch.float16) -> None:
+    """h94 ``ip-adapter-plus-face_sdxl_vit-h.safetensors``: flat ``image_proj.*`` / ``ip_adapter.*``."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flat = {f"image_proj.{k}": v for k, v in image_proj.items()} | {f"ip_adapter.{k}": v for k, v in ip_adapter.items()}
+    save_file({k: v.to(dtype).contiguous() for k, v in flat.items()}, str(path))
