@@ -43,35 +43,65 @@ def write_tokenizer(dest: Path) -> None:
     (dest / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
 
 
+# Small configs of SDXL's real classes, with SDXL's topology where the single-file converter
+# depends on it: three UNet levels (no attention in the first), a four-level VAE (8x latents), and
+# two text encoders of different widths (diffusers tells CLIP-L from OpenCLIP-G by width) whose
+# second has at least 10 layers (diffusers detects SDXL by ``resblocks.9``).
+CLIP_L_WIDTH = 32
+CLIP_G_WIDTH = 64
+CLIP_G_LAYERS = 10
+TIME_EMBED_DIM = 8
+CROSS_ATTENTION_DIM = CLIP_L_WIDTH + CLIP_G_WIDTH
+VOCAB_SIZE = 516
+
+
+def tiny_unet_config() -> dict:
+    return dict(
+        block_out_channels=(32, 32, 64), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=TIME_EMBED_DIM, transformer_layers_per_block=(1, 1, 1),
+        projection_class_embeddings_input_dim=TIME_EMBED_DIM * 6 + CLIP_G_WIDTH,
+        cross_attention_dim=CROSS_ATTENTION_DIM, norm_num_groups=16,
+    )
+
+
+def tiny_vae_config() -> dict:
+    return dict(
+        block_out_channels=[8, 16, 16, 16], in_channels=3, out_channels=3, norm_num_groups=8,
+        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+        latent_channels=4, sample_size=256, layers_per_block=1, scaling_factor=0.13025, force_upcast=True,
+    )
+
+
+def tiny_text_configs():
+    from transformers import CLIPTextConfig
+
+    def config(width: int, layers: int, act: str) -> CLIPTextConfig:
+        return CLIPTextConfig(
+            bos_token_id=514, eos_token_id=515, hidden_size=width, intermediate_size=2 * width,
+            layer_norm_eps=1e-05, num_attention_heads=4, num_hidden_layers=layers, pad_token_id=515,
+            vocab_size=VOCAB_SIZE, hidden_act=act, projection_dim=width,
+        )
+
+    return config(CLIP_L_WIDTH, 3, "quick_gelu"), config(CLIP_G_WIDTH, CLIP_G_LAYERS, "gelu")
+
+
 def build_tiny_inpaint_pipeline(seed: int = 0):
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLInpaintPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
-        addition_time_embed_dim=8, transformer_layers_per_block=(1, 2),
-        projection_class_embeddings_input_dim=80, cross_attention_dim=64,
-    )
+    unet = UNet2DConditionModel(**tiny_unet_config())
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085, beta_end=0.012, steps_offset=1, beta_schedule="scaled_linear",
         timestep_spacing="leading",
     )
-    vae = AutoencoderKL(
-        block_out_channels=[32, 64], in_channels=3, out_channels=3,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], latent_channels=4, sample_size=128,
-    )
-    text_config = CLIPTextConfig(
-        bos_token_id=514, eos_token_id=515, hidden_size=32, intermediate_size=37, layer_norm_eps=1e-05,
-        num_attention_heads=4, num_hidden_layers=5, pad_token_id=515, vocab_size=516, hidden_act="gelu",
-        projection_dim=32,
-    )
+    vae = AutoencoderKL(**tiny_vae_config())
+    text_l, text_g = tiny_text_configs()
     return StableDiffusionXLInpaintPipeline(
-        vae=vae, text_encoder=CLIPTextModel(text_config), text_encoder_2=CLIPTextModelWithProjection(text_config),
+        vae=vae, text_encoder=CLIPTextModel(text_l), text_encoder_2=CLIPTextModelWithProjection(text_g),
         tokenizer=None, tokenizer_2=None, unet=unet, scheduler=scheduler,
     )
 
@@ -168,3 +198,133 @@ def write_plus_face_safetensors(path: Path, image_proj: dict[str, torch.Tensor],
     path.parent.mkdir(parents=True, exist_ok=True)
     flat = {f"image_proj.{k}": v for k, v in image_proj.items()} | {f"ip_adapter.{k}": v for k, v in ip_adapter.items()}
     save_file({k: v.to(dtype).contiguous() for k, v in flat.items()}, str(path))
+
+
+# ---------------------------------------------------------------- single-file SDXL checkpoints (ldm layout)
+
+LDM_UNET = "model.diffusion_model."
+LDM_VAE = "first_stage_model."
+LDM_CLIP_L = "conditioner.embedders.0.transformer."
+LDM_CLIP_G = "conditioner.embedders.1.model."
+_UNET_TOP = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+             "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
+             "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2"}
+_UNET_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0", "conv2": "out_layers.3",
+                "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
+_VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+_OPEN_CLIP_LAYER = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
+                    "self_attn.out_proj": "attn.out_proj"}
+
+
+def _renamed_head(rest: str, table: dict[str, str]) -> str:
+    for new, old in table.items():
+        if rest.startswith(new + "."):
+            return old + rest[len(new):]
+    return rest
+
+
+def ldm_unet_key(key: str, per_level: int, up_attention: list[bool]) -> str:
+    """The original (ldm) name of a diffusers SDXL UNet key; ``per_level`` = layers_per_block + 1."""
+    head, _, leaf = key.rpartition(".")
+    if head in _UNET_TOP:
+        return f"{_UNET_TOP[head]}.{leaf}"
+    parts = key.split(".")
+    if parts[0] == "down_blocks":
+        level, kind = int(parts[1]), parts[2]
+        rest = ".".join(parts[4:])
+        if kind == "downsamplers":
+            return f"input_blocks.{(level + 1) * per_level}.0.op.{'.'.join(parts[5:])}"
+        block = 1 + level * per_level + int(parts[3])
+        return (f"input_blocks.{block}.0.{_renamed_head(rest, _UNET_RESNET)}" if kind == "resnets"
+                else f"input_blocks.{block}.1.{rest}")
+    if parts[0] == "mid_block":
+        rest = ".".join(parts[3:])
+        if parts[1] == "resnets":
+            return f"middle_block.{2 * int(parts[2])}.{_renamed_head(rest, _UNET_RESNET)}"
+        return f"middle_block.1.{rest}"
+    level, kind = int(parts[1]), parts[2]
+    if kind == "upsamplers":
+        slot = 2 if up_attention[level] else 1
+        return f"output_blocks.{level * per_level + per_level - 1}.{slot}.{'.'.join(parts[4:])}"
+    block = level * per_level + int(parts[3])
+    rest = ".".join(parts[4:])
+    return (f"output_blocks.{block}.0.{_renamed_head(rest, _UNET_RESNET)}" if kind == "resnets"
+            else f"output_blocks.{block}.1.{rest}")
+
+
+def ldm_unet_state(unet) -> dict[str, torch.Tensor]:
+    per_level = unet.config.layers_per_block + 1
+    up_attention = [t.startswith("CrossAttn") for t in unet.config.up_block_types]
+    return {LDM_UNET + ldm_unet_key(k, per_level, up_attention): v for k, v in unet.state_dict().items()}
+
+
+def ldm_vae_key(key: str, levels: int) -> str:
+    parts = key.split(".")
+    coder = parts[0]
+    if coder not in ("encoder", "decoder"):
+        return key
+    rest = ".".join(parts[1:])
+    if rest.startswith("conv_norm_out."):
+        return f"{coder}.norm_out.{parts[-1]}"
+    if parts[1] in ("down_blocks", "up_blocks"):
+        level = int(parts[2]) if coder == "encoder" else levels - 1 - int(parts[2])
+        name = "down" if coder == "encoder" else "up"
+        if parts[3] == "resnets":
+            tail = ".".join(parts[5:]).replace("conv_shortcut", "nin_shortcut")
+            return f"{coder}.{name}.{level}.block.{parts[4]}.{tail}"
+        sampler = "downsample" if coder == "encoder" else "upsample"
+        return f"{coder}.{name}.{level}.{sampler}.{'.'.join(parts[5:])}"
+    if parts[1] == "mid_block":
+        if parts[2] == "resnets":
+            tail = ".".join(parts[4:]).replace("conv_shortcut", "nin_shortcut")
+            return f"{coder}.mid.block_{int(parts[3]) + 1}.{tail}"
+        return f"{coder}.mid.attn_1.{_renamed_head('.'.join(parts[4:]), _VAE_ATTENTION)}"
+    return key
+
+
+def ldm_vae_state(vae) -> dict[str, torch.Tensor]:
+    levels = len(vae.config.up_block_types)
+    out = {}
+    for key, value in vae.state_dict().items():
+        name = ldm_vae_key(key, levels)
+        if ".mid.attn_1." in name and name.endswith("weight") and value.ndim == 2:
+            value = value[:, :, None, None]  # ldm's attention projections are 1x1 convolutions
+        out[LDM_VAE + name] = value
+    return out
+
+
+def ldm_clip_l_state(text_encoder) -> dict[str, torch.Tensor]:
+    return {LDM_CLIP_L + (k if k.startswith("text_model.") else "text_model." + k): v
+            for k, v in text_encoder.state_dict().items()}
+
+
+def open_clip_state(text_encoder_2) -> dict[str, torch.Tensor]:
+    """OpenCLIP ViT-bigG text tower keys of a ``CLIPTextModelWithProjection`` (q/k/v fused)."""
+    sd = {k.removeprefix("text_model."): v for k, v in text_encoder_2.state_dict().items()}
+    out = {"token_embedding.weight": sd.pop("embeddings.token_embedding.weight"),
+           "positional_embedding": sd.pop("embeddings.position_embedding.weight"),
+           "ln_final.weight": sd.pop("final_layer_norm.weight"), "ln_final.bias": sd.pop("final_layer_norm.bias"),
+           "text_projection": sd.pop("text_projection.weight").T.contiguous()}
+    sd.pop("embeddings.position_ids", None)
+    for i in range(text_encoder_2.config.num_hidden_layers):
+        prefix = f"encoder.layers.{i}."
+        block = f"transformer.resblocks.{i}."
+        for leaf in ("weight", "bias"):
+            out[f"{block}attn.in_proj_{leaf}"] = torch.cat(
+                [sd.pop(f"{prefix}self_attn.{p}_proj.{leaf}") for p in ("q", "k", "v")])
+        for key in [k for k in sd if k.startswith(prefix)]:
+            out[block + _renamed_head(key[len(prefix):], _OPEN_CLIP_LAYER)] = sd.pop(key)
+    if sd:
+        raise KeyError(f"unmapped text_encoder_2 keys: {sorted(sd)[:5]}")
+    return {LDM_CLIP_G + k: v for k, v in out.items()}
+
+
+def write_single_file_sdxl(path: Path, pipe, dtype: torch.dtype = torch.float16) -> None:
+    """An SDXL checkpoint as civitai ships them: one ``.safetensors`` in the original key layout
+    (UNet, baked VAE, both text encoders)."""
+    from safetensors.torch import save_file
+
+    state = (ldm_unet_state(pipe.unet) | ldm_vae_state(pipe.vae) | ldm_clip_l_state(pipe.text_encoder)
+             | open_clip_state(pipe.text_encoder_2))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.to(dtype).contiguous() for k, v in state.items()}, str(path))
