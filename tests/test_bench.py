@@ -86,7 +86,7 @@ def test_keep_best_face_leaves_one_sure_face(bench):
 
 def test_full_profile_stitching_and_yolo_files_load_through_the_production_loaders(bench_weights, tmp_path):
     from pipelines.expression_editor.loader import load_stitching_retargeting
-    from pipelines.expression_editor.yolo_loader import load_yolo_face
+    from pipelines.common.yolo_loader import load_yolo_face
 
     stitching_path = tmp_path / "stitching_retargeting_module.pth"
     bench_weights.stitching(stitching_path)

@@ -19,11 +19,12 @@ import torch
 from pipelines.base import InputError, LoadOptions, PipelineResult
 from pipelines.common.component_files import locate_components, torch_dtype
 from pipelines.common.timing import StageTimer
+from pipelines.common.yolo_detect import YoloDetector
+from pipelines.common.yolo_loader import load_yolo_face
 from pipelines.expression_editor import editor
 from pipelines.expression_editor.editor import MotionInfo, Sliders
-from pipelines.expression_editor.face_box import FaceDetector, select_face_box
+from pipelines.expression_editor.face_box import select_face_box
 from pipelines.expression_editor.loader import NETWORK_FILES, LivePortraitNetworks, load_liveportrait
-from pipelines.expression_editor.yolo_loader import load_yolo_face
 from pipelines.weights.manifest import load_manifest
 from pipelines.weights.policy import component_report
 
@@ -68,7 +69,7 @@ def content_key(image: np.ndarray, *extra) -> str:
 class ExpressionEditorPipeline:
     name = "expression-editor"
 
-    def __init__(self, networks: LivePortraitNetworks, detector: FaceDetector, report: list[dict[str, Any]],
+    def __init__(self, networks: LivePortraitNetworks, detector: YoloDetector, report: list[dict[str, Any]],
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         self.networks = networks
         self.detector = detector
@@ -96,7 +97,7 @@ class ExpressionEditorPipeline:
             report = component_report([manifest[ENTRY_IDS[name]] for name in files])
         networks = load_liveportrait({n: files[n] for n in NETWORK_FILES}, device, dtype)
         # The detector stays float32 so that its boxes, and with them the crop, match the node.
-        detector = FaceDetector(load_yolo_face(files["yolov8n_face"], device))
+        detector = YoloDetector(load_yolo_face(files["yolov8n_face"], device))
         return cls(networks, detector, report, device, dtype)
 
     def components(self) -> list[dict[str, Any]]:

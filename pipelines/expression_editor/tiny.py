@@ -22,7 +22,7 @@ from .loader import DDP_PREFIX, STITCHING_ENTRIES
 from .motion_extractor import MotionExtractor
 from .spade_generator import SPECTRAL_NORM_CONVS, SPADEDecoder
 from .stitching_retargeting_network import StitchingRetargetingNetwork
-from .tiny_yolo import write_tiny_yolo
+from pipelines.common.tiny_yolo import write_tiny_yolo
 from .warping_network import WarpingNetwork
 
 TINY_CONFIGS = {

@@ -19,7 +19,7 @@ from pipelines.expression_editor.face_box import select_face_box
 from pipelines.expression_editor.loader import NETWORK_FILES
 from pipelines.expression_editor.pipeline import ExpressionEditorPipeline, content_key
 from pipelines.expression_editor.tiny import PTH_PATHS, write_state_file, write_stitching_file
-from pipelines.expression_editor.tiny_yolo import write_tiny_yolo
+from pipelines.common.tiny_yolo import write_tiny_yolo
 from tests.parity.fixtures import (SEED_RE, assert_close, assert_u8_close, fixture_roots, load_npz, seed_of, timed,
                                    torch_state_dict_for)
 

@@ -13,7 +13,7 @@ from pipelines.expression_editor import editor
 from pipelines.expression_editor.editor import MotionInfo, Sliders
 from pipelines.expression_editor.pipeline import ExpressionEditorPipeline
 from pipelines.expression_editor.tiny import write_tiny_liveportrait
-from pipelines.expression_editor.tiny_yolo import write_tiny_yolo
+from pipelines.common.tiny_yolo import write_tiny_yolo
 from tests.parity.fixtures import assert_close
 
 

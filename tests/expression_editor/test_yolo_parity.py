@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.expression_editor.face_box import (
-    DetectorSettings, FaceDetector, decode_head, letterbox_geometry, letterbox_image, network_input,
-    non_max_suppression, scale_boxes, select_face_box)
-from pipelines.expression_editor.tiny_yolo import write_tiny_yolo, write_ultralytics_checkpoint
-from pipelines.expression_editor.yolo_face import FACE_YOLOV8N
-from pipelines.expression_editor.yolo_loader import DillPickledCheckpoint, RestrictedUnpickler, load_yolo_face
+from pipelines.common.tiny_yolo import write_tiny_yolo, write_ultralytics_checkpoint
+from pipelines.common.yolo_detect import (
+    DetectorSettings, YoloDetector, decode_head, letterbox_geometry, letterbox_image, network_input,
+    non_max_suppression, scale_boxes)
+from pipelines.common.yolo_face import FACE_YOLOV8N
+from pipelines.common.yolo_loader import DillPickledCheckpoint, RestrictedUnpickler, load_yolo_face
+from pipelines.expression_editor.face_box import select_face_box
 from tests.parity.fixtures import assert_close, load_npz, params, state_dict_for
 
 MODULE = "yolov8_face"
@@ -171,8 +172,8 @@ def test_tiny_yolo_loads_and_detects(tmp_path):
     assert path.stat().st_size < 2_000_000
     network = load_yolo_face(path)
     image = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
-    boxes = FaceDetector(network).detect(image)
+    boxes = YoloDetector(network).detect(image)
     assert boxes.ndim == 2 and boxes.shape[1] == 6
-    every = FaceDetector(network, DetectorSettings(conf=0.0)).detect(image)
+    every = YoloDetector(network, DetectorSettings(conf=0.0)).detect(image)
     assert 0 < len(every) <= 300
     assert (every[:, [0, 2]] <= 160).all() and (every[:, [1, 3]] <= 120).all() and (every[:, :4] >= 0).all()

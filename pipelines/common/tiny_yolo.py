@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from pipelines.common.checkpoint import load_strict, write_config_sidecar
-from pipelines.expression_editor import yolo_face
-from pipelines.expression_editor.yolo_face import YOLOV8_BACKBONE, YOLOV8_HEAD, YoloV8, YoloV8Config
+from pipelines.common import yolo_face
+from pipelines.common.yolo_face import YOLOV8_BACKBONE, YOLOV8_HEAD, YoloV8, YoloV8Config
 
 ULTRALYTICS_PATHS = {
     yolo_face.YoloV8: ("ultralytics.nn.tasks", "DetectionModel"),

@@ -1,4 +1,4 @@
-"""Reading ``face_yolov8n.pt`` without ultralytics (spec §2.7, yolov8_face README §3).
+"""Reading ``face_yolov8n.pt`` without ultralytics (expression-editor.md §2.7, yolov8_face README §3).
 
 The file is a ``torch.save`` archive whose pickle holds an ultralytics ``DetectionModel`` object.
 A restricted unpickler turns every ultralytics and ``torch.nn.modules`` class into an inert
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from pipelines.common.checkpoint import config_for, load_strict
-from pipelines.expression_editor.yolo_face import YOLOV8_BACKBONE, YOLOV8_HEAD, YoloV8, YoloV8Config
+from pipelines.common.yolo_face import YOLOV8_BACKBONE, YOLOV8_HEAD, YoloV8, YoloV8Config
 
 
 class PickledModule(nn.Module):
@@ -49,7 +49,7 @@ class PickledValue:
 
 
 class DillPickledCheckpoint(pickle.UnpicklingError):
-    """The original Bingsu upload was pickled with dill; spec §2.7 refuses it."""
+    """The original Bingsu upload was pickled with dill; expression-editor.md §2.7 refuses it."""
 
 
 _MODULE_NAMES = re.compile(r"^(ultralytics(\..+)?|torch\.nn\.modules\..+)$")
@@ -147,7 +147,7 @@ def _scale_of(yaml: dict) -> list:
 
 
 def config_from_checkpoint(model: PickledModule) -> YoloV8Config:
-    """Architecture and attributes recorded in the pickle (spec §2.7: read them, don't assume them)."""
+    """Architecture and attributes recorded in the pickle (expression-editor.md §2.7: read them, don't assume them)."""
     yaml = model.yaml
     if [list(r) for r in yaml["backbone"]] != YOLOV8_BACKBONE or [list(r) for r in yaml["head"]] != YOLOV8_HEAD:
         raise ValueError("checkpoint is not a YOLOv8 detection model (its yaml layout differs)")

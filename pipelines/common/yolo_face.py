@@ -1,4 +1,4 @@
-"""YOLOv8 detection network in the ultralytics ``DetectionModel`` layout (spec §2.7).
+"""YOLOv8 detection network in the ultralytics ``DetectionModel`` layout (expression-editor.md §2.7).
 
 The layer table is the ``yolov8.yaml`` architecture as data; a scale (depth, width, max channels)
 turns it into channel widths and repeat counts exactly as ultralytics' ``parse_model`` does, so the
