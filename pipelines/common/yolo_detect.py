@@ -55,7 +55,7 @@ def letterbox_image(image: np.ndarray, geometry: Letterbox) -> np.ndarray:
 
 def network_input(letterboxed: np.ndarray) -> torch.Tensor:
     """(1, 3, H, W) float32 in [0, 1] with the channels reversed: ultralytics takes numpy input as
-    BGR and flips it, and the node hands it RGB, so the network sees BGR (spec §2.6)."""
+    BGR and flips it, and the node hands it RGB, so the network sees BGR (expression-editor.md §2.6)."""
     chw = np.ascontiguousarray(letterboxed[..., ::-1].transpose(2, 0, 1))
     return torch.from_numpy(chw).unsqueeze(0).float() / 255
 
@@ -126,7 +126,7 @@ def scale_boxes(boxes: np.ndarray, input_hw: tuple[int, int], image_hw: tuple[in
                 per_axis_gain: bool = False) -> np.ndarray:
     """Letterbox xyxy → image xyxy, clipped to the image.
 
-    ultralytics ≤ 8.3 divides by the single gain and pads by ``(W_in − w·gain)/2`` (spec §2.7);
+    ultralytics ≤ 8.3 divides by the single gain and pads by ``(W_in − w·gain)/2`` (expression-editor.md §2.7);
     8.4 rounds the resized size first and uses per-axis gains (yolov8_face README §7)."""
     h_in, w_in = input_hw
     h, w = image_hw
