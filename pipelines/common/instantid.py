@@ -7,7 +7,7 @@ API for a pipeline (consistent-character calls exactly this):
 
        pipe = sdxl_checkpoint.load_single_file(checkpoint, sdxl_config_dir, dtype)      # or from_pipe
        load_face_adapters(pipe, instantid_bin, plus_face_safetensors)   # order: InstantID, plus-face
-       parts = SDXLComponents(pipe, load_identitynet(folder, dtype), load_image_encoder(folder, dtype),
+       parts = SDXLComponents(pipe, load_controlnet(folder, dtype), load_image_encoder(folder, dtype),
                               device, dtype)
 
    The two adapters go through diffusers' ``load_ip_adapter`` unchanged (InstantID's nested
@@ -40,11 +40,12 @@ API for a pipeline (consistent-character calls exactly this):
    ``face_context=False``; ``cond_only`` zeroes its residuals in the uncond half (the old
    positive-only ``ControlNetApply``). ``init_latents`` + ``denoise_strength`` give ComfyUI's
    img2img ``denoise`` (an int(steps/denoise)-step schedule, last ``steps`` run, §4.3).
-   guidance_scale ≤ 1 skips the uncond pass, as ComfyUI does at cfg 1.
+   guidance_scale == 1 skips the uncond pass, as ComfyUI does.
    Initial latents and every scheduler draw come from ``generator`` (CPU, float32).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -79,7 +80,8 @@ def load_face_adapters(pipe, instantid_bin: Path, plus_face: Path | None = None)
                          weight_name=[f.name for f in files], image_encoder_folder=None, local_files_only=True)
 
 
-def load_identitynet(folder: Path, dtype: torch.dtype = torch.float32):
+def load_controlnet(folder: Path, dtype: torch.dtype = torch.float32):
+    """A diffusers ControlNet folder (IdentityNet, Zoe depth, OpenPose XL)."""
     from diffusers import ControlNetModel
 
     return ControlNetModel.from_pretrained(str(folder), torch_dtype=dtype, local_files_only=True)
@@ -255,7 +257,8 @@ def denoise(parts: SDXLComponents, positive: PromptEmbeds, negative: PromptEmbed
             denoise_strength: float = 1.0, on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """The sampling loop; returns float32 latents (B, 4, H/8, W/8). See the module docstring."""
     unet, device, dtype = parts.pipe.unet, parts.device, parts.dtype
-    do_cfg = guidance_scale > 1.0
+    # ComfyUI skips the uncond pass only at cfg 1; below 1 it still mixes (diffusers would not).
+    do_cfg = not math.isclose(guidance_scale, 1.0)
     total, _ = img2img_steps(steps, denoise_strength) if init_latents is not None else (steps, 1.0)
     scheduler.set_timesteps(total, device=device)
     start = total - steps

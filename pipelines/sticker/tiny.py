@@ -1,0 +1,115 @@
+"""Tiny face-to-sticker files in the official formats and layouts, for the tiny profile.
+
+Every file is a small random one of the real class, written where the manifest installs the
+official file: the AlbedoBase stand-in as a single-file ldm checkpoint (against the shared tiny
+SDXL configs), the StickersRedmond LoRA in kohya layout, InstantID's ``ip-adapter.bin`` as a
+nested ``torch.save`` dict, plus-face as a flat fp16 ``.safetensors``, the ControlNets, CLIP-H and
+Zoe depth as their diffusers / transformers folders, RMBG-1.4 as a plain ``model.pth`` state dict
+with its small configuration in a ``.config.json`` sidecar. antelopev2 comes from the shared hook.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from pipelines.common.checkpoint import write_config_sidecar
+from pipelines.common.tiny_sdxl import (
+    CROSS_ATTENTION_DIM,
+    build_tiny_inpaint_pipeline,
+    ip_adapter_attention_state,
+    lightning_lora_state,
+    resampler_state,
+    write_instantid_bin,
+    write_plus_face_safetensors,
+    write_single_file_sdxl,
+)
+from pipelines.weights.manifest import load_manifest
+
+from .isnet import ISNet
+
+CLIP_VISION_WIDTH = 32
+RESAMPLER_WIDTH = 64
+FACE_EMBEDDING_DIM = 512  # glintr100's output
+FACE_TOKENS = 16
+CONTROLNET_HINT_CHANNELS = (8, 16, 16, 16)
+ISNET_TINY = {"in_ch": 3, "out_ch": 1, "width": 8}
+ZOE_PROCESSOR_SIDE = 64
+
+
+def _dest(dest: Path, entry: str) -> Path:
+    path = dest / load_manifest()[entry].dest
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _randomise_zero_convs(controlnet, generator: torch.Generator) -> None:
+    """ControlNets start with zero output convolutions; small random ones make the hint matter."""
+    with torch.no_grad():
+        for name, param in controlnet.named_parameters():
+            if name.startswith(("controlnet_down_blocks", "controlnet_mid_block")):
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+
+
+def write_controlnet(folder: Path, unet, seed: int) -> None:
+    from diffusers import ControlNetModel
+
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=CONTROLNET_HINT_CHANNELS)
+    _randomise_zero_convs(controlnet, torch.Generator().manual_seed(seed))
+    controlnet.save_pretrained(str(folder), safe_serialization=True)
+
+
+def write_clip_vision(folder: Path) -> None:
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(hidden_size=CLIP_VISION_WIDTH, intermediate_size=37, num_hidden_layers=2,
+                              num_attention_heads=4, image_size=224, patch_size=14, projection_dim=CLIP_VISION_WIDTH)
+    CLIPVisionModelWithProjection(config).save_pretrained(str(folder), safe_serialization=True)
+
+
+def write_zoe_depth(folder: Path) -> None:
+    from transformers import BeitConfig, ZoeDepthConfig, ZoeDepthForDepthEstimation
+
+    torch.manual_seed(0)
+    backbone = BeitConfig(image_size=64, patch_size=16, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                          intermediate_size=64, out_features=["stage1", "stage2", "stage3", "stage4"],
+                          reshape_hidden_states=False, use_relative_position_bias=True, add_fpn=False)
+    config = ZoeDepthConfig(backbone_config=backbone, neck_hidden_sizes=[16, 16, 16, 16], fusion_hidden_size=16,
+                            bottleneck_features=16, num_relative_features=8, bin_embedding_dim=16,
+                            num_attractors=[4, 4, 4, 4], reassemble_factors=[4, 2, 1, 0.5], patch_size=16,
+                            bin_configurations=[{"n_bins": 8, "min_depth": 1e-3, "max_depth": 10.0, "name": "nyu"}])
+    ZoeDepthForDepthEstimation(config).save_pretrained(str(folder), safe_serialization=True)
+    processor = {"image_processor_type": "ZoeDepthImageProcessor", "do_normalize": True, "image_mean": [0.5] * 3,
+                 "image_std": [0.5] * 3, "keep_aspect_ratio": True, "ensure_multiple_of": 32,
+                 "size": {"height": ZOE_PROCESSOR_SIDE, "width": ZOE_PROCESSOR_SIDE}}
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=1))
+
+
+def write_rmbg(path: Path) -> None:
+    torch.manual_seed(0)
+    net = ISNet(**ISNET_TINY)
+    torch.save(net.state_dict(), str(path))
+    write_config_sidecar(path, ISNET_TINY)
+
+
+def write_tiny(dest: Path) -> None:
+    dest = Path(dest)
+    pipe = build_tiny_inpaint_pipeline(seed=1)
+    write_single_file_sdxl(_dest(dest, "albedobase_xl_v13"), pipe)
+    save_file(lightning_lora_state(pipe.unet, seed=2), str(_dest(dest, "stickers_redmond_lora")))
+    attention = ip_adapter_attention_state(pipe.unet, seed=3)
+    write_instantid_bin(_dest(dest, "instantid.ip_adapter"),
+                        resampler_state(RESAMPLER_WIDTH, 1, FACE_TOKENS, FACE_EMBEDDING_DIM, CROSS_ATTENTION_DIM, seed=4),
+                        attention)
+    write_plus_face_safetensors(_dest(dest, "ip_adapter.plus_face_sdxl"),
+                                resampler_state(RESAMPLER_WIDTH, 1, FACE_TOKENS, CLIP_VISION_WIDTH,
+                                                CROSS_ATTENTION_DIM, seed=5),
+                                ip_adapter_attention_state(pipe.unet, seed=6))
+    write_controlnet(_dest(dest, "instantid.controlnet").parent, pipe.unet, seed=7)
+    write_controlnet(_dest(dest, "controlnet.zoe_depth_sdxl").parent, pipe.unet, seed=8)
+    write_clip_vision(_dest(dest, "clip_vit_h.image_encoder").parent)
+    write_zoe_depth(_dest(dest, "zoe_depth.nyu").parent)
+    write_rmbg(_dest(dest, "rmbg_1.4"))
