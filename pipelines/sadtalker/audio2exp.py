@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from .audio_encoder import wav2lip_audio_encoder
+from .batching import CPU_AUDIO_FRAMES
 
 
 class ExpNet(nn.Module):
@@ -26,8 +27,9 @@ class ExpNet(nn.Module):
 
     @torch.no_grad()
     def expression_sequence(self, indiv_mels: torch.Tensor, source_exp: torch.Tensor, blink: torch.Tensor,
-                            batch_size: int = 256) -> torch.Tensor:
-        """indiv_mels (N, 80, 16), source_exp (exp_dim,), blink (N,) -> expression (N, exp_dim)."""
+                            batch_size: int = CPU_AUDIO_FRAMES) -> torch.Tensor:
+        """indiv_mels (N, 80, 16), source_exp (exp_dim,), blink (N,) -> expression (N, exp_dim),
+        ``batch_size`` frames per call (``batching.audio_frames_per_batch``)."""
         n = indiv_mels.shape[0]
         out = []
         for i in range(0, n, batch_size):

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from .audio_encoder import wav2lip_audio_encoder
+from .batching import CPU_AUDIO_FRAMES
 from .cvae import CVAE
 
 
@@ -82,14 +83,15 @@ class PoseVAE(nn.Module):
 
     @torch.no_grad()
     def motion_sequence(self, indiv_mels: torch.Tensor, ref_pose: torch.Tensor, pose_style: int,
-                        z: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+                        z: torch.Tensor, batch_size: int = CPU_AUDIO_FRAMES) -> torch.Tensor:
         """Head motion relative to ``ref_pose`` for every frame, as upstream ``Audio2Pose.test``.
 
         indiv_mels (N, 80, 16), ref_pose (6,), z (pose_window_count(N), latent) -> (N, 6).
         Frame 0 is the reference (motion 0). Frames 1..N-1 are cut into full windows of
         ``seq_len`` and, for a remainder, one window over the last ``seq_len`` frames of which
         only the last ``remainder`` outputs are kept; a clip shorter than one window is
-        left-padded with its first frame's embedding.
+        left-padded with its first frame's embedding. The audio encoder takes ``batch_size``
+        frames per call (``batching.audio_frames_per_batch``).
         """
         if not 0 <= pose_style < self.num_classes:
             raise ValueError(f"pose_style must be in 0..{self.num_classes - 1}, got {pose_style}")
@@ -119,6 +121,6 @@ class PoseVAE(nn.Module):
         return torch.cat(parts)
 
     def pose_sequence(self, indiv_mels: torch.Tensor, ref_pose: torch.Tensor, pose_style: int,
-                      z: torch.Tensor) -> torch.Tensor:
+                      z: torch.Tensor, batch_size: int = CPU_AUDIO_FRAMES) -> torch.Tensor:
         """Absolute pose per frame, ``ref_pose + motion`` (N, 6), before Savitzky-Golay smoothing."""
-        return ref_pose.reshape(1, -1) + self.motion_sequence(indiv_mels, ref_pose, pose_style, z)
+        return ref_pose.reshape(1, -1) + self.motion_sequence(indiv_mels, ref_pose, pose_style, z, batch_size)
