@@ -3,12 +3,17 @@
 A pipeline is built from a weights directory onto a device, then called with its typed
 parameters and the decoded inputs; it returns images (uint8 HWC RGB arrays) or a video
 (encoded mp4 bytes). This module imports no torch so the server can use its types.
+
+Parameters: each pipeline package has a torch-free ``params.py`` whose frozen ``Params`` dataclass
+(no defaults) names the request fields the pipeline reads exactly as the protocol model does; the
+server builds it from the validated request, so names, ranges and defaults live in one place
+(``server/protocol.py``). Deployment settings reach a pipeline through ``LoadOptions``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
@@ -30,6 +35,22 @@ class WeightsMissing(RuntimeError):
 
 class LicenceRefused(RuntimeError):
     """A required component is non-commercial and the deployment did not allow that."""
+
+
+class Cancelled(Exception):
+    """Raised by a ``progress`` callback when the job was cancelled (its client gave up, or a v2
+    cancel); the pipeline lets it propagate, so the work stops at the next stage boundary."""
+
+
+# ``progress(done, total)``: called at stage boundaries (after each image for multi-image
+# endpoints); may raise Cancelled.
+Progress = Callable[[int, int], None]
+
+
+def report_progress(progress: Progress | None, done: int, total: int) -> None:
+    """Call ``progress`` when one was given: the one place pipelines reach the callback."""
+    if progress is not None:
+        progress(done, total)
 
 
 @dataclass
@@ -58,6 +79,9 @@ class LoadOptions:
     device: str = "cpu"
     dtype: str = "float32"  # float32 | float16 | bfloat16 (CUDA only)
     allow_noncommercial: bool = False
+    # The deployment's limit on input audio (the server's ``max_audio_seconds``); unlimited when
+    # a pipeline is used outside the server.
+    max_audio_seconds: float = float("inf")
 
 
 class Pipeline(Protocol):
@@ -72,9 +96,11 @@ class Pipeline(Protocol):
     def components(self) -> list[dict[str, Any]]:
         """The loaded components: ``{"id", "file", "licence", "commercial_use"}`` each (for /ready)."""
 
+    params_type: type
+
     def __call__(
-        self, params: Mapping[str, Any], inputs: Mapping[str, Any], seed: int
+        self, params: Any, inputs: Mapping[str, Any], seed: int, progress: Progress | None = None
     ) -> PipelineResult:
-        """Run one request. ``params`` are the validated request fields (no media), ``inputs``
-        the decoded media (images as uint8 HWC RGB arrays, audio as ``Audio``), ``seed`` drives
-        every random draw."""
+        """Run one request. ``params`` is the package's ``Params`` (no media), ``inputs`` the
+        decoded media (images as uint8 HWC RGB arrays, audio as ``Audio``), ``seed`` drives every
+        random draw; ``progress`` is called at stage boundaries and may raise Cancelled."""

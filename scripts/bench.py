@@ -37,6 +37,7 @@ import bench_weights  # noqa: E402
 from pipelines.base import Audio, LoadOptions  # noqa: E402
 from pipelines.expression_editor.face_box import select_face_box  # noqa: E402
 from pipelines.registry import pipeline_class  # noqa: E402
+from server.protocol import params_for  # noqa: E402
 
 SAMPLE_RATE = 16000
 FPS = 25
@@ -180,6 +181,7 @@ def synchronize(device: str) -> None:
 
 def run_case(pipeline, case: Case, runs: int, warmup: int, device: str) -> CaseResult:
     samples, info = [], {}
+    params = params_for(pipeline.name, pipeline.params_type, **case.params)
     for index in range(warmup + runs):
         if case.new_source:
             # The pipeline keeps F/M results per source image (expression-editor.md §7.6); emptying
@@ -187,7 +189,7 @@ def run_case(pipeline, case: Case, runs: int, warmup: int, device: str) -> CaseR
             pipeline.free_memory()
         synchronize(device)
         start, cpu_start = time.perf_counter(), time.process_time()
-        result = pipeline(case.params, case.inputs, seed=index)
+        result = pipeline(params, case.inputs, seed=index)
         synchronize(device)
         total = time.perf_counter() - start
         if index >= warmup:

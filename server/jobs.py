@@ -8,6 +8,7 @@ the reason. Nothing is silently lost (issue 2, "Execution").
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import logging
 import shutil
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import registry
-from pipelines.base import LicenceRefused, LoadOptions, WeightsMissing
+from pipelines.base import Cancelled, LicenceRefused, LoadOptions, WeightsMissing
 from server.auth import Gatekeeper
 from server.errors import ApiError, is_out_of_memory, pipeline_failure
 from server.media import decode_inputs, read_inputs, save_inputs
@@ -38,7 +39,7 @@ QUEUED, PROCESSING, COMPLETED, FAILED = "QUEUED", "PROCESSING", "COMPLETED", "FA
 class Job:
     id: str
     slug: str
-    params: dict[str, Any]
+    params: Any  # the pipeline's Params
     seed: int
     fmt: str
     quality: int
@@ -96,7 +97,7 @@ class JobStore:
         self._run(
             "INSERT INTO jobs (id, slug, key_id, status, params, seed, fmt, quality, cost, created,"
             " deadline, expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (job.id, job.slug, job.key_id, QUEUED, json.dumps(job.params), job.seed, job.fmt,
+            (job.id, job.slug, job.key_id, QUEUED, json.dumps(dataclasses.asdict(job.params)), job.seed, job.fmt,
              job.quality, job.cost, job.created, job.deadline, expires),
         )
 
@@ -199,7 +200,7 @@ class PipelinePool:
                 self._state[slug] = ("unavailable", str(exc))
                 raise ApiError(503, f"the {slug} pipeline is not available in this installation ({exc})") from None
             options = LoadOptions(weights_dir=self.settings.weights_dir, device=self.device,
-                                  dtype=self.settings.dtype,
+                                  dtype=self.settings.dtype, max_audio_seconds=self.settings.max_audio_seconds,
                                   allow_noncommercial=self.settings.allow_noncommercial)
             try:
                 pipeline = cls.load(options)
@@ -274,7 +275,8 @@ class Engine:
                                 f"{self.settings.job_max_attempts}); submit it again")
                 continue
             self.store.requeue(row["id"])
-            job = Job(id=row["id"], slug=row["slug"], params=json.loads(row["params"]), seed=row["seed"],
+            params = registry.params_class(row["slug"])(**json.loads(row["params"]))
+            job = Job(id=row["id"], slug=row["slug"], params=params, seed=row["seed"],
                       fmt=row["fmt"], quality=row["quality"], key_id=row["key_id"], cost=row["cost"],
                       created=row["created"], deadline=row["deadline"], persistent=True,
                       attempts=row["attempts"])
@@ -330,8 +332,10 @@ class Engine:
             inputs = job.inputs
             if inputs is None:
                 inputs = decode_inputs(endpoint, read_inputs(self.settings.inputs_dir / job.id), self.settings)
-            result = pipeline(job.params, inputs, job.seed)
+            result = pipeline(job.params, inputs, job.seed, progress=lambda done, total: self._check(job))
             files = encode_result(result, job.fmt, job.quality)
+        except Cancelled:
+            return
         except Exception as exc:
             if is_out_of_memory(exc):
                 pool.free_memory(job.slug)
@@ -352,6 +356,12 @@ class Engine:
             job.future.set_result(outcome)
         except InvalidStateError:  # the v1 client gave up a moment ago
             pass
+
+    @staticmethod
+    def _check(job: Job) -> None:
+        """The pipelines' progress callback: stop an abandoned job at the next stage boundary."""
+        if job.abandoned:
+            raise Cancelled(job.id)
 
     def _stored_result(self, job: Job, kind: str, outcome: Outcome) -> dict:
         files = []

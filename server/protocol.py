@@ -7,11 +7,12 @@ become booleans, ``jpg`` means ``jpeg`` and unknown fields are ignored.
 """
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 SEED_MAX = 2**63 - 1  # segmindapi sends seeds above 2**32 (segmind-api.md §5)
 
@@ -124,6 +125,11 @@ class FaceToStickerRequest(SegmindRequest):
     ip_adapter_noise: float = Field(0.5, ge=0, le=1, description="How much noise is added to the IP adapter input")
     ip_adapter_weight: float = Field(0.2, ge=0, le=1, description="How much the IP adapter will influence the image")
     instant_id_strength: float = Field(1, ge=0, le=1, description="How strong the InstantID will be.")
+    # facefoundry extra (sticker-and-character.md decision): the sticker is RGBA; png and webp keep
+    # the alpha channel, jpeg is flattened on white. Segmind's page returns a png.
+    image_format: ImageFormat = Field(
+        "png", description="facefoundry extra: output format; png/webp keep transparency, jpeg is flattened on white"
+    )
 
 
 class FaceSwapRequest(SegmindRequest):
@@ -212,6 +218,13 @@ class SadTalkerRequest(SegmindRequest):
         None, description="facefoundry extra: keep the source head pose; default true for full/extfull, else false"
     )
 
+    @model_validator(mode="after")
+    def _still_by_preprocess(self) -> "SadTalkerRequest":
+        # sadtalker.md, Decisions: still by default for the full-frame modes only.
+        if self.still is None:
+            self.still = self.preprocess in ("full", "extfull")
+        return self
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -250,7 +263,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     for e in (
         Endpoint("expression-editor", "Expression Editor", ExpressionEditorRequest, "image",
                  "image_format", "image_quality"),
-        Endpoint("face-to-sticker", "Face to Sticker", FaceToStickerRequest, "image"),
+        Endpoint("face-to-sticker", "Face to Sticker", FaceToStickerRequest, "image", "image_format"),
         Endpoint("faceswap-v4", "Faceswap v4", FaceSwapRequest, "image", "image_format", "image_quality"),
         Endpoint("consistent-character", "Consistent Character", ConsistentCharacterRequest, "image",
                  "output_format", "output_quality"),
@@ -292,3 +305,17 @@ def describe_validation_error(model: type[BaseModel], error: ValidationError) ->
         shown = repr(got) if not isinstance(got, str) or len(got) < 40 else repr(got[:37] + "...")
         parts.append(f"{field} must be {allowed_values(model, field)} (got {shown})")
     return "; ".join(dict.fromkeys(parts))
+
+
+def pipeline_params(params_type: type, request: SegmindRequest):
+    """The pipeline's ``Params`` from a validated request: the same field names, so every value
+    (and every default) is the protocol's (issue 12, "The boundary")."""
+    return params_type(**{f.name: getattr(request, f.name) for f in dataclasses.fields(params_type)})
+
+
+def params_for(slug: str, params_type: type, **fields: Any):
+    """``params_type`` from request fields alone, every other field at the protocol's default (media
+    fields get a placeholder reference): how benchmarks and pipeline tests build parameters."""
+    endpoint = ENDPOINTS[slug]
+    placeholders = {name: "-" for name in endpoint.media_fields}
+    return pipeline_params(params_type, endpoint.request.model_validate({**placeholders, **fields}))

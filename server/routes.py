@@ -16,7 +16,8 @@ from server.auth import Caller
 from server.errors import ApiError
 from server.jobs import COMPLETED, FAILED, Engine, Job
 from server.bodies import parse_json_object
-from server.protocol import ENDPOINTS, Endpoint, SegmindRequest, describe_validation_error
+from pipelines import registry
+from server.protocol import ENDPOINTS, Endpoint, SegmindRequest, describe_validation_error, pipeline_params
 from server.urls import public_base_url
 
 ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
@@ -93,7 +94,7 @@ async def accept_job(request: Request, endpoint: Endpoint, persistent: bool) -> 
     created = time.time()
     job = Job(
         id=str(uuid.uuid4()), slug=endpoint.slug, seed=params.chosen_seed(),
-        params=params.model_dump(exclude=set(endpoint.media_fields) | {"seed"}),
+        params=pipeline_params(registry.params_class(endpoint.slug), params),
         fmt=endpoint.output_format(params), quality=endpoint.output_quality(params),
         key_id=caller.key_id, cost=cost, created=created,
         deadline=created + settings.request_timeout_s, persistent=persistent, inputs=inputs,

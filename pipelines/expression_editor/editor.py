@@ -19,7 +19,6 @@ from pipelines.expression_editor.motion_extractor import headpose_degrees
 CROP_FACTOR = 1.7          # node default; the reference image always uses 1.7 (§4.2)
 OUTPUT_SIZE = 512          # decoder output and mask template size (§2.4, §4.11)
 NETWORK_SIZE = 256         # F and M input size (§4.3)
-SAMPLE_PARTS = ("OnlyExpression", "OnlyRotation", "OnlyMouth", "OnlyEyes", "All")
 MOUTH_KEYPOINTS = (14, 17, 19, 20)
 EYE_KEYPOINTS = (1, 2, 11, 13, 15, 16)
 GLOBAL_KEYPOINT = 5        # behaves like a whole-face shift (§4.5, §4.6)
@@ -180,8 +179,9 @@ class Sliders:
     smile: float = 0.0
 
     @classmethod
-    def from_params(cls, params: Mapping) -> "Sliders":
-        return cls(**{f.name: float(params.get(f.name, 0.0)) for f in fields(cls)})
+    def from_params(cls, params) -> "Sliders":
+        """The sliders of a request's ``Params`` (same field names)."""
+        return cls(**{f.name: float(getattr(params, f.name)) for f in fields(cls)})
 
 
 # (keypoint, axis, coefficient per slider unit), applied in the node's order (§4.7).

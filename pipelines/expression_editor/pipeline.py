@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from pipelines.base import InputError, LoadOptions, PipelineResult
+from pipelines.base import InputError, LoadOptions, PipelineResult, Progress, report_progress
 from pipelines.common.component_files import locate_components, torch_dtype
 from pipelines.common.timing import StageTimer
 from pipelines.common.yolo_detect import YoloDetector
@@ -25,13 +25,15 @@ from pipelines.expression_editor import editor
 from pipelines.expression_editor.editor import MotionInfo, Sliders
 from pipelines.expression_editor.face_box import select_face_box
 from pipelines.expression_editor.loader import NETWORK_FILES, LivePortraitNetworks, load_liveportrait
+from pipelines.expression_editor.params import Params
 from pipelines.weights.manifest import load_manifest
 from pipelines.weights.policy import component_report
 
 # Weights-manifest entry of each file (spec §3.4).
 ENTRY_IDS = {name: f"liveportrait.{name}" for name in NETWORK_FILES} | {"yolov8n_face": "yolov8n_face"}
-OUTPUTS = ("full", "crop")
 CACHE_SIZE = 4
+# detect, source (+ reference), edit: the boundaries where a cancelled job stops.
+STAGES = 3
 
 
 @dataclass
@@ -68,6 +70,7 @@ def content_key(image: np.ndarray, *extra) -> str:
 
 class ExpressionEditorPipeline:
     name = "expression-editor"
+    params_type = Params
 
     def __init__(self, networks: LivePortraitNetworks, detector: YoloDetector, report: list[dict[str, Any]],
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
@@ -183,20 +186,16 @@ class ExpressionEditorPipeline:
             full = editor.paste_back(crop, source_image, source.image_m, source.mask)
         return Edit(delta, angles, x_d_pre, x_d.float().cpu(), decoded, crop, full)
 
-    def __call__(self, params: Mapping[str, Any], inputs: Mapping[str, Any], seed: int) -> PipelineResult:
+    def __call__(self, params: Params, inputs: Mapping[str, Any], seed: int,
+                 progress: Progress | None = None) -> PipelineResult:
         """Deterministic: ``seed`` is not used (the node draws nothing at random)."""
         image = inputs.get("image")
         if image is None:
             raise InputError("image is required")
-        sample_parts = params.get("sample_parts") or "OnlyExpression"
-        output = params.get("output") or "full"
-        if sample_parts not in editor.SAMPLE_PARTS:
-            raise InputError(f"sample_parts must be one of {', '.join(editor.SAMPLE_PARTS)}")
-        if output not in OUTPUTS:
-            raise InputError(f"output must be one of {', '.join(OUTPUTS)}")
         timer = StageTimer(self.device.type)
         with timer.stage("detect"):
             box = self.face_box(image)
+        report_progress(progress, 1, STAGES)
         # F and M; near zero when the same photo was edited recently (cached, spec §7.6).
         with timer.stage("source"):
             source = self.prepare_source(image, box)
@@ -205,6 +204,8 @@ class ExpressionEditorPipeline:
         if ref_image is not None:
             with timer.stage("reference"):
                 reference = self.reference_motion(ref_image, self.face_box(ref_image, "ref_expression_image"))
-        result = self.edit(source, image, Sliders.from_params(params), reference, sample_parts, timer)
-        return PipelineResult(images=[result.crop if output == "crop" else result.full],
+        report_progress(progress, 2, STAGES)
+        result = self.edit(source, image, Sliders.from_params(params), reference, params.sample_parts, timer)
+        report_progress(progress, 3, STAGES)
+        return PipelineResult(images=[result.crop if params.output == "crop" else result.full],
                               info={"crop_region": list(source.region), "timings": timer.seconds})

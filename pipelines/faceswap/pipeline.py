@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from pipelines.base import InputError, LoadOptions, PipelineResult
+from pipelines.base import InputError, LoadOptions, PipelineResult, Progress, report_progress
 from pipelines.common.arcface import ArcFace
 from pipelines.common.color_transfer import SKIN_CLASSES
 from pipelines.common.component_files import locate_components, torch_dtype
@@ -26,9 +26,12 @@ from pipelines.common.timing import StageTimer
 from pipelines.weights.manifest import load_manifest
 
 from . import masks, swap
+from .params import Params
 from .style import apply_style, blend
 
 SLUG = "faceswap-v4"
+# detect+embed, parse, swap (with its refinements), style: where a cancelled job stops.
+STAGES = 4
 
 
 @dataclass
@@ -43,6 +46,7 @@ class FaceSwapComponents:
 
 class FaceSwapPipeline:
     name = SLUG
+    params_type = Params
     ROLES = {
         "detector": "insightface.buffalo_l.det_10g",
         "recognizer": "insightface.buffalo_l.w600k_r50",
@@ -92,11 +96,10 @@ class FaceSwapPipeline:
             raise InputError(f"No face detected in {field}")
         return face
 
-    def __call__(self, params: Mapping[str, Any], inputs: Mapping[str, Any], seed: int) -> PipelineResult:
+    def __call__(self, params: Params, inputs: Mapping[str, Any], seed: int,
+                 progress: Progress | None = None) -> PipelineResult:
         source, target = inputs["source_image"], inputs["target_image"]
-        model_type = params.get("model_type", "speed")
-        swap_type = params.get("swap_type", "face")
-        style_type = params.get("style_type", "normal")
+        model_type, swap_type, style_type = params.model_type, params.swap_type, params.style_type
         timer = StageTimer(self.device)
         with timer.stage("detect"):
             source_face = self.detect(source, "source_image")
@@ -104,6 +107,7 @@ class FaceSwapPipeline:
         with timer.stage("embed"):
             source_face.embedding = self.c.recognizer.embed(np.ascontiguousarray(source[..., ::-1]), source_face.kps)
             latent = self.c.swapper.latent(source_face.embedding)
+        report_progress(progress, 1, STAGES)
         generator = torch.Generator(self.device).manual_seed(seed)
         rng = np.random.default_rng(seed)
         settings = swap.STYLE_SETTINGS[style_type]
@@ -115,15 +119,18 @@ class FaceSwapPipeline:
                 # colour statistics (§4.4); an unedited photo also parses more reliably than a swapped one.
                 target_parsing = swap.parse_face(self.c.parser, target, target_face)
                 inner = masks.class_mask(target_parsing, masks.INNER_FACE)
+            report_progress(progress, 2, STAGES)
             if swap_type == "head":
                 result, region = self.head_swap(source, source_face, target, target_face, latent, size, inner,
                                                 model_type, settings, generator, timer)
             else:
                 result, region = self.face_swap(target, target_face, latent, size, inner, model_type, settings,
                                                 generator, timer)
+        report_progress(progress, 3, STAGES)
         with timer.stage("style"):
             skin = masks.class_mask(target_parsing, SKIN_CLASSES)
             result = apply_style(result, region, target, skin, style_type, swap.face_size(target_face), rng)
+        report_progress(progress, 4, STAGES)
         return PipelineResult(images=[result], info={"swap_type": swap_type, "model_type": model_type,
                                                      "timings": timer.seconds})
 

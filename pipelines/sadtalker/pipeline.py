@@ -7,15 +7,17 @@ Frames stream from the renderer through the post-processing into ffmpeg one batc
 """
 from __future__ import annotations
 
+import itertools
+import math
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import cv2
 import numpy as np
 import torch
 
-from ..base import Audio, InputError, LoadOptions, PipelineResult
+from ..base import Audio, InputError, LoadOptions, PipelineResult, Progress, report_progress
 from ..common.component_files import locate_components
 from ..common.face_restore import FaceEnhancer
 from ..common.face_restore_loader import load_gfpgan, load_parsenet
@@ -31,6 +33,7 @@ from .face_loader import load_fan, load_retinaface
 from .facerender_batch import facerender_inputs
 from .fan_awing import FAN
 from .mapping_net import MappingNet
+from .params import Params
 from .paste import paste_frame
 from .preprocess import SourceFace, analyse_source, is_full_frame
 from .render_loader import RenderNetworks, load_render_networks
@@ -50,12 +53,11 @@ STRETCH = cv2.INTER_CUBIC
 
 @dataclass(frozen=True)
 class SadTalkerSettings:
-    """Deployment knobs. ``render_batch_size`` None: 8 frames per renderer call on CPU, 32 on CUDA
+    """Batch sizes. ``render_batch_size`` None: 8 frames per renderer call on CPU, 32 on CUDA
     (frames are independent, §5.6 step 6, so this only trades memory for speed)."""
 
     render_batch_size: int | None = None
     enhance_batch_size: int = 8
-    max_audio_seconds: float = 300.0
 
     def frames_per_batch(self, device: str) -> int:
         if self.render_batch_size is not None:
@@ -101,30 +103,9 @@ def request_streams(seed: int) -> RequestStreams:
     return RequestStreams(np.random.default_rng(blink), torch_stream(pose), torch_stream(enhancer))
 
 
-@dataclass(frozen=True)
-class Request:
-    """The request fields the pipeline reads (the server validated their ranges)."""
-
-    pose_style: int
-    expression_scale: float
-    preprocess: str
-    image_size: int
-    enhancer: bool
-    still: bool
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> "Request":
-        preprocess = str(params.get("preprocess", "full"))
-        still = params.get("still")
-        return cls(
-            pose_style=int(params.get("pose_style", 4)),
-            expression_scale=float(params.get("expression_scale", 1.4)),
-            preprocess=preprocess,
-            image_size=int(params.get("image_size", 256)),
-            enhancer=bool(params.get("enhancer", True)),
-            # Decisions: still by default for full/extfull only; an explicit value overrides.
-            still=is_full_frame(preprocess) if still is None else bool(still),
-        )
+# audio, source analysis, coefficients: the boundaries before rendering where a cancelled job stops;
+# then one after each renderer batch.
+STAGES_BEFORE_RENDER = 3
 
 
 @dataclass(frozen=True)
@@ -137,7 +118,7 @@ class FramePlan:
     enhance: bool
 
     @classmethod
-    def for_request(cls, request: Request, crop_info: CropInfo, original_shape: tuple[int, ...]) -> "FramePlan":
+    def for_request(cls, request: Params, crop_info: CropInfo, original_shape: tuple[int, ...]) -> "FramePlan":
         crop_size = crop_aspect_size(request.image_size, crop_info.size)
         up = ENHANCER_UPSCALE if request.enhancer else 1
         if is_full_frame(request.preprocess):
@@ -161,6 +142,7 @@ class RunStats:
 
 class SadTalkerPipeline:
     name = SLUG
+    params_type = Params
     FILES = {
         256: "sadtalker.bundle_256",
         512: "sadtalker.bundle_512",
@@ -174,11 +156,12 @@ class SadTalkerPipeline:
     }
 
     def __init__(self, models: SadTalkerModels, report: list[dict], device: str = "cpu",
-                 settings: SadTalkerSettings = SadTalkerSettings()):
+                 settings: SadTalkerSettings = SadTalkerSettings(), max_audio_seconds: float = math.inf):
         self.models = models
         self.report = report
         self.device = device
         self.settings = settings
+        self.max_audio_seconds = max_audio_seconds
 
     @classmethod
     def load(cls, options: LoadOptions, settings: SadTalkerSettings = SadTalkerSettings()) -> "SadTalkerPipeline":
@@ -204,7 +187,7 @@ class SadTalkerPipeline:
             lm3d=load_lm3d(path["lm3d"].parent),
             enhancer=FaceEnhancer(load_gfpgan(path["gfpgan"], device), parser, settings.enhance_batch_size),
         )
-        return cls(models, report, device, settings)
+        return cls(models, report, device, settings, options.max_audio_seconds)
 
     def components(self) -> list[dict]:
         return self.report
@@ -213,8 +196,9 @@ class SadTalkerPipeline:
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()
 
-    def __call__(self, params: Mapping[str, Any], inputs: Mapping[str, Any], seed: int) -> PipelineResult:
-        request = Request.from_params(params)
+    def __call__(self, params: Params, inputs: Mapping[str, Any], seed: int,
+                 progress: Progress | None = None) -> PipelineResult:
+        request = params
         if request.image_size not in self.models.bundles:
             raise InputError(f"image_size must be one of {sorted(self.models.bundles)}, got {request.image_size}")
         audio: Audio = inputs["input_audio"]
@@ -225,14 +209,19 @@ class SadTalkerPipeline:
 
         with torch.inference_mode(), stats.timed("audio"):
             indiv_mels, num_frames = audio_features(self.checked_samples(audio))
+        total = STAGES_BEFORE_RENDER + math.ceil(num_frames / self.settings.frames_per_batch(self.device))
+        report_progress(progress, 1, total)
         with torch.inference_mode(), stats.timed("source"):
             source = analyse_source(self.models.detector, self.models.fan, nets.coeff.recon_net, self.models.lm3d,
                                     image, request.preprocess, request.image_size)
+        report_progress(progress, 2, total)
         with torch.inference_mode(), stats.timed("coefficients"):
             generated = self.audio_to_coefficients(nets.coeff, indiv_mels, source.coeff, request, streams)
+        report_progress(progress, 3, total)
 
         plan = FramePlan.for_request(request, source.crop_info, image.shape)
-        frames = self.output_frames(nets.render, source, generated, request, plan, image, streams, stats)
+        frames = self.output_frames(nets.render, source, generated, request, plan, image, streams, stats,
+                                    lambda batch: report_progress(progress, STAGES_BEFORE_RENDER + batch, total))
         start = time.perf_counter()
         video = encode_mp4(frames, plan.output_size, audio.samples, audio.sample_rate, num_frames)
         # Rendering, paste-back and enhancing run inside the encode loop (streamed); the rest is ffmpeg.
@@ -251,13 +240,12 @@ class SadTalkerPipeline:
         if audio.sample_rate != AUDIO["sample_rate"]:
             raise ValueError(f"expected {AUDIO['sample_rate']} Hz audio from the server, got {audio.sample_rate}")
         duration = len(audio.samples) / audio.sample_rate
-        if duration > self.settings.max_audio_seconds:
-            raise InputError(f"input_audio is too long ({duration:.1f} s; maximum "
-                             f"{self.settings.max_audio_seconds:g} s)")
+        if duration > self.max_audio_seconds:
+            raise InputError(f"input_audio is too long ({duration:.1f} s; maximum {self.max_audio_seconds:g} s)")
         return np.asarray(audio.samples, dtype=np.float32)
 
     def audio_to_coefficients(self, nets: CoefficientNets, indiv_mels: np.ndarray, source_coeff: np.ndarray,
-                              request: Request, streams: RequestStreams) -> np.ndarray:
+                              request: Params, streams: RequestStreams) -> np.ndarray:
         """(N, 70) expression | smoothed pose (§5.5). In still mode the pose is replaced by the
         source's later (§5.6 step 3), so PoseVAE is skipped (§5.5 step 4)."""
         device = self.device
@@ -272,10 +260,11 @@ class SadTalkerPipeline:
             pose = nets.pose_vae.pose_sequence(mels, coeff[COEFF_POSE], request.pose_style, z).float().cpu().numpy()
         return generated_coefficients(exp, pose)
 
-    def output_frames(self, render: RenderNetworks, source: SourceFace, generated: np.ndarray, request: Request,
+    def output_frames(self, render: RenderNetworks, source: SourceFace, generated: np.ndarray, request: Params,
                       plan: FramePlan, image: np.ndarray, streams: RequestStreams,
-                      stats: RunStats) -> Iterator[np.ndarray]:
-        """Final frames in order, one renderer batch at a time (§5.6-§5.11)."""
+                      stats: RunStats, batch_done: Callable[[int], None]) -> Iterator[np.ndarray]:
+        """Final frames in order, one renderer batch at a time (§5.6-§5.11); ``batch_done(n)`` after
+        the n-th batch's frames went to the encoder."""
         full_frame = is_full_frame(request.preprocess)
         batch = facerender_inputs(source.coeff, generated, source.picture, request.expression_scale, full_frame,
                                   request.still)
@@ -283,7 +272,7 @@ class SadTalkerPipeline:
         renders = make_animation(batch.source_image.to(device), batch.source_semantics.to(device),
                                  batch.target_semantics.to(device), render.kp_detector, self.models.mapping[full_frame],
                                  render.generator, self.settings.frames_per_batch(device))
-        while True:
+        for batch_index in itertools.count(1):
             with torch.inference_mode(), stats.timed("render"):
                 prediction = next(renders, None)
                 if prediction is None:
@@ -296,6 +285,7 @@ class SadTalkerPipeline:
                 with torch.inference_mode(), stats.timed("enhance"):
                     frames = self.enhance(frames, streams.enhancer, stats)
             yield from (resize_frame(f, plan.output_size, STRETCH) for f in frames)
+            batch_done(batch_index)
 
     @staticmethod
     def crop_video_frame(frame: np.ndarray, plan: FramePlan) -> np.ndarray:

@@ -17,9 +17,11 @@ import torch
 from pipelines.expression_editor.editor import Sliders, crop_region, reference_expression
 from pipelines.expression_editor.face_box import select_face_box
 from pipelines.expression_editor.loader import NETWORK_FILES
+from pipelines.expression_editor.params import Params
 from pipelines.expression_editor.pipeline import ExpressionEditorPipeline, content_key
 from pipelines.expression_editor.tiny import PTH_PATHS, write_state_file, write_stitching_file
 from pipelines.common.tiny_yolo import write_tiny_yolo
+from server.protocol import params_for
 from tests.parity.fixtures import (SEED_RE, assert_close, assert_u8_close, fixture_roots, load_npz, seed_of, timed,
                                    torch_state_dict_for)
 
@@ -147,7 +149,7 @@ def test_request_with_the_fixture_candidate_boxes(path, tmp_weights):
     pipe = pipeline_for(path, tmp_weights)
     detector, pipe.detector = pipe.detector, StoredBoxes(fx)
     try:
-        params = dict(case["sliders"], sample_parts=case["sample_parts"])
+        params = params_for("expression-editor", Params, **case["sliders"], sample_parts=case["sample_parts"])
         result = pipe(params, {"image": fx["in_src_u8"], "ref_expression_image": fx["in_ref_u8"]}, seed=0)
     finally:
         pipe.detector = detector

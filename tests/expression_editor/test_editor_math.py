@@ -11,9 +11,11 @@ from skimage.data import astronaut
 from pipelines.base import InputError
 from pipelines.expression_editor import editor
 from pipelines.expression_editor.editor import MotionInfo, Sliders
+from pipelines.expression_editor.params import Params
 from pipelines.expression_editor.pipeline import ExpressionEditorPipeline
 from pipelines.expression_editor.tiny import write_tiny_liveportrait
 from pipelines.common.tiny_yolo import write_tiny_yolo
+from server.protocol import params_for
 from tests.parity.fixtures import assert_close
 
 
@@ -137,6 +139,11 @@ def test_truncation_and_paste_back():
     assert out[50, 60].tolist() == [254] * 3 and out[0, 0].tolist() == [10] * 3
 
 
+def editor_params(**fields) -> Params:
+    """Params as the server builds them: the protocol's defaults for every field not given."""
+    return params_for("expression-editor", Params, **fields)
+
+
 @pytest.fixture(scope="module")
 def tiny_pipeline(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_expression_editor")
@@ -157,8 +164,8 @@ def test_tiny_detector_fires_predictably(tiny_pipeline):
 
 def test_tiny_pipeline_outputs(tiny_pipeline):
     image = np.random.default_rng(1).integers(0, 256, (96, 128, 3), dtype=np.uint8)
-    full = tiny_pipeline({"smile": 0.5}, {"image": image}, seed=0)
-    crop = tiny_pipeline({"smile": 0.5, "output": "crop", "sample_parts": "All"},
+    full = tiny_pipeline(editor_params(smile=0.5), {"image": image}, seed=0)
+    crop = tiny_pipeline(editor_params(smile=0.5, output="crop", sample_parts="All"),
                          {"image": image, "ref_expression_image": image}, seed=0).images[0]
     assert full.images[0].shape == image.shape and full.images[0].dtype == np.uint8
     # The tiny detector's box, x 41.6-92.8 and y 0-28.8 (letterbox scale 5), widened by 1.7 (§4.2).
@@ -170,5 +177,5 @@ def test_tiny_pipeline_outputs(tiny_pipeline):
 def test_no_face_is_an_input_error(tiny_pipeline):
     blank = np.zeros((64, 64, 3), np.uint8)
     with pytest.raises(InputError, match="no face"):
-        tiny_pipeline({}, {"image": blank}, seed=0)
+        tiny_pipeline(editor_params(), {"image": blank}, seed=0)
     tiny_pipeline.free_memory()

@@ -11,7 +11,9 @@ import pytest
 from pipelines.base import InputError
 from pipelines.common.color_transfer import SKIN_CLASSES
 from pipelines.faceswap import masks, swap
+from pipelines.faceswap.params import Params
 from pipelines.faceswap.pipeline import FaceSwapPipeline
+from server.protocol import params_for
 
 from .conftest import anchor_point, face_box_side, scene
 
@@ -25,7 +27,7 @@ MODES = list(itertools.product(("face", "head"), ("speed", "quality"), ("normal"
 
 
 def run(pipeline, target=TARGET, source=SOURCE, seed=11, **params) -> np.ndarray:
-    result = pipeline(params, {"source_image": source, "target_image": target}, seed)
+    result = pipeline(params_for("faceswap-v4", Params, **params), {"source_image": source, "target_image": target}, seed)
     assert len(result.images) == 1
     return result.images[0]
 
@@ -179,7 +181,7 @@ def test_tiny_faces_skip_diffusion(faceswap, swap_type):
 
 
 def test_stage_timings_are_reported(faceswap):
-    result = faceswap({"swap_type": "face", "model_type": "speed", "style_type": "normal"},
+    result = faceswap(params_for("faceswap-v4", Params, swap_type="face", model_type="speed", style_type="normal"),
                       {"source_image": SOURCE, "target_image": TARGET}, 1)
     timings = result.info["timings"]
     assert {"detect", "embed", "parse", "swap", "restore", "refine", "relock", "style"} <= set(timings)

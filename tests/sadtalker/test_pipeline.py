@@ -21,17 +21,23 @@ from pipelines.common.tiny_restore import RETINAFACE_DEST, write_tiny_restore
 from pipelines.sadtalker.align import CropInfo
 from pipelines.sadtalker.face_loader import load_retinaface
 from pipelines.sadtalker.paste import paste_frame
-from pipelines.sadtalker.pipeline import (FramePlan, Request, SadTalkerPipeline, SadTalkerSettings,
-                                          request_streams)
+from pipelines.sadtalker.params import Params
+from pipelines.sadtalker.pipeline import FramePlan, SadTalkerPipeline, request_streams
 from pipelines.sadtalker.retinaface import detect_faces
 from pipelines.sadtalker.tiny import write_tiny
 from pipelines.sadtalker.video import crop_aspect_size, even_size, macro_block_size
 from pipelines.weights.manifest import load_manifest
+from server.protocol import params_for
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
                                 reason="ffmpeg/ffprobe not on PATH")
 
 SR = 16000
+
+
+def sadtalker_params(fields: dict) -> Params:
+    """Params as the server builds them: the protocol's defaults for every field not given."""
+    return params_for("sadtalker", Params, **fields)
 @pytest.fixture(scope="module")
 def weights_dir(tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("tiny_weights")
@@ -43,7 +49,7 @@ def weights_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def pipeline(weights_dir) -> SadTalkerPipeline:
     torch.manual_seed(0)
-    return SadTalkerPipeline.load(LoadOptions(weights_dir=weights_dir), SadTalkerSettings(max_audio_seconds=5.0))
+    return SadTalkerPipeline.load(LoadOptions(weights_dir=weights_dir, max_audio_seconds=5.0))
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +105,7 @@ def check_video(result, params: dict, num_frames: int, photo: np.ndarray, tmp_pa
     assert int(sound["sample_rate"]) == SR
     assert video["r_frame_rate"] == "25/1"
     assert int(video["nb_read_frames"]) == num_frames == result.info["frames"]
-    request = Request.from_params(params)
+    request = sadtalker_params(params)
     assert result.info["still"] == request.still
     size = (int(video["width"]), int(video["height"]))
     assert size == (result.info["width"], result.info["height"])
@@ -130,7 +136,7 @@ CASES = [
 @pytest.mark.parametrize("params, audio", CASES)
 def test_video_has_frames_size_and_audio(pipeline, photo, speech, params, audio, tmp_path):
     samples = speech if audio == "speech" else synthetic_speech(audio)
-    result = pipeline(params, {"input_image": photo, "input_audio": Audio(samples, SR)}, seed=7)
+    result = pipeline(sadtalker_params(params), {"input_image": photo, "input_audio": Audio(samples, SR)}, seed=7)
     check_video(result, params, len(samples) // 640, photo, tmp_path)
 
 
@@ -138,9 +144,9 @@ def test_same_seed_same_frames(pipeline, photo, tmp_path):
     # Moving head (pose noise), paste-back and the enhancer (GFPGAN noise): every seeded consumer.
     params = dict(preprocess="full", image_size=256, enhancer=True, still=False, pose_style=45, expression_scale=3.0)
     inputs = {"input_image": photo, "input_audio": Audio(synthetic_speech(3), SR)}
-    first = pipeline(params, inputs, seed=123)
+    first = pipeline(sadtalker_params(params), inputs, seed=123)
     check_video(first, params, 3, photo, tmp_path)
-    again = pipeline(params, inputs, seed=123)
+    again = pipeline(sadtalker_params(params), inputs, seed=123)
     assert decoded_frames(first.video, tmp_path) == decoded_frames(again.video, tmp_path)
 
 
@@ -150,15 +156,15 @@ def test_no_face_is_an_input_error(pipeline, preprocess):
     dark = np.full((192, 160, 3), 40, dtype=np.uint8)
     inputs = {"input_image": dark, "input_audio": Audio(synthetic_speech(3), SR)}
     with pytest.raises(InputError, match="No face detected in input_image"):
-        pipeline(dict(preprocess=preprocess, image_size=256, enhancer=False), inputs, seed=0)
+        pipeline(sadtalker_params(dict(preprocess=preprocess, image_size=256, enhancer=False)), inputs, seed=0)
 
 
 def test_audio_too_short_or_too_long(pipeline, photo):
     params = dict(preprocess="crop", image_size=256, enhancer=False)
     with pytest.raises(InputError, match="too short"):
-        pipeline(params, {"input_image": photo, "input_audio": Audio(np.zeros(1900, np.float32), SR)}, seed=0)
+        pipeline(sadtalker_params(params), {"input_image": photo, "input_audio": Audio(np.zeros(1900, np.float32), SR)}, seed=0)
     with pytest.raises(InputError, match="too long"):
-        pipeline(params, {"input_image": photo, "input_audio": Audio(np.zeros(6 * SR, np.float32), SR)}, seed=0)
+        pipeline(sadtalker_params(params), {"input_image": photo, "input_audio": Audio(np.zeros(6 * SR, np.float32), SR)}, seed=0)
 
 
 def test_tiny_files_sit_at_manifest_paths_and_are_small(weights_dir):
@@ -176,11 +182,11 @@ def test_bright_trigger_detector_loads_and_finds_one_face(weights_dir, photo):
 
 
 def test_request_defaults_still_per_mode():
-    assert Request.from_params({"preprocess": "full"}).still
-    assert Request.from_params({"preprocess": "extfull"}).still
-    assert not Request.from_params({"preprocess": "crop"}).still
-    assert not Request.from_params({"preprocess": "full", "still": False}).still
-    assert Request.from_params({"preprocess": "resize", "still": True}).still
+    assert sadtalker_params({"preprocess": "full"}).still
+    assert sadtalker_params({"preprocess": "extfull"}).still
+    assert not sadtalker_params({"preprocess": "crop"}).still
+    assert not sadtalker_params({"preprocess": "full", "still": False}).still
+    assert sadtalker_params({"preprocess": "resize", "still": True}).still
 
 
 def test_streams_are_independent_per_consumer():
@@ -194,15 +200,15 @@ def test_streams_are_independent_per_consumer():
 
 def test_frame_plan_sizes():
     info = CropInfo(size=(200, 230), paste_box=(10, 20, 210, 250))
-    crop = Request.from_params({"preprocess": "crop", "image_size": 256, "enhancer": False})
+    crop = sadtalker_params({"preprocess": "crop", "image_size": 256, "enhancer": False})
     assert crop_aspect_size(256, info.size) == (256, 294)
     assert FramePlan.for_request(crop, info, (400, 300, 3)).output_size == (256, 304)
-    enhanced = Request.from_params({"preprocess": "crop", "image_size": 512, "enhancer": True})
+    enhanced = sadtalker_params({"preprocess": "crop", "image_size": 512, "enhancer": True})
     assert FramePlan.for_request(enhanced, info, (400, 300, 3)).output_size == (1024, 2 * 592)
-    full = Request.from_params({"preprocess": "full", "enhancer": False})
+    full = sadtalker_params({"preprocess": "full", "enhancer": False})
     plan = FramePlan.for_request(full, info, (401, 301, 3))
     assert plan.output_size == (302, 402) and plan.paste_box == info.paste_box
-    full_enhanced = Request.from_params({"preprocess": "full", "enhancer": True})
+    full_enhanced = sadtalker_params({"preprocess": "full", "enhancer": True})
     assert FramePlan.for_request(full_enhanced, info, (401, 301, 3)).output_size == (608, 816)
 
 

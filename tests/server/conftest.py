@@ -189,6 +189,8 @@ def fake_world():
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(registry, "PIPELINES", {**registry.PIPELINES, **fake_pipeline.REGISTRY})
+        patch.setattr(registry, "BUILT", dict.fromkeys(fake_pipeline.REGISTRY, True))
+        patch.setattr(registry, "params_class", fake_pipeline.params_class)
         patch.setattr(media, "resolve_host", fake_resolve)
         yield
 

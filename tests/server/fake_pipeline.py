@@ -1,25 +1,43 @@
-"""Fake pipelines for the server tests only: registered by patching pipelines.registry.PIPELINES.
+"""Fake pipelines for the server tests only: registered by patching pipelines.registry (PIPELINES,
+BUILT and params_class).
 
 They honour the pipeline interface (pipelines/base.py) and misbehave on request, so the tests
-can drive every server path: a black image means "no face", a prompt "sleep:<s>" sleeps,
-"hang-once:<file>" hangs on its first run only, "crash" raises, "oom" raises a CUDA
-out-of-memory error.
+can drive every server path: a black image means "no face", a prompt "sleep:<s>" sleeps (calling
+``progress`` every 0.05 s), "hang-once:<file>" hangs on its first run only, "crash" raises,
+"oom" raises a CUDA out-of-memory error. The built endpoints use their real ``Params``; the
+others get stand-ins with the fields these fakes read.
 """
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipelines.base import Audio, InputError, LoadOptions, PipelineResult, WeightsMissing
+from pipelines.base import Audio, InputError, LoadOptions, PipelineResult, WeightsMissing, report_progress
+from pipelines.expression_editor.params import Params as ExpressionEditorParams
+from pipelines.faceswap.params import Params as FaceSwapParams
+from pipelines.sadtalker.params import Params as SadTalkerParams
 
 CALLS: dict[str, dict] = {}
 FREED: list[str] = []
 RUNNING = threading.Event()  # set while a fake pipeline is inside __call__
 
 FAKE_MP4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + b"\x00" * 32
+
+
+@dataclass(frozen=True)
+class StickerParams:
+    prompt: str
+
+
+@dataclass(frozen=True)
+class CharacterParams:
+    prompt: str
+    number_of_outputs: int
+    number_of_images_per_pose: int
 
 
 class OutOfMemoryError(RuntimeError):
@@ -46,18 +64,21 @@ class FakePipeline:
     def free_memory(self):
         FREED.append(self.name)
 
-    def __call__(self, params, inputs, seed):
-        CALLS[self.name] = {"params": dict(params), "inputs": inputs, "seed": seed}
+    def __call__(self, params, inputs, seed, progress=None):
+        CALLS[self.name] = {"params": params, "inputs": inputs, "seed": seed}
         RUNNING.set()
         try:
-            return self.run(params, inputs, seed)
+            return self.run(params, inputs, seed, progress)
         finally:
             RUNNING.clear()
 
-    def run(self, params, inputs, seed):
-        prompt = str(params.get("prompt", ""))
+    def run(self, params, inputs, seed, progress=None):
+        prompt = getattr(params, "prompt", "")
         if prompt.startswith("sleep:"):
-            time.sleep(float(prompt.split(":", 1)[1]))
+            steps = max(1, round(float(prompt.split(":", 1)[1]) / 0.05))
+            for step in range(steps):
+                time.sleep(0.05)
+                report_progress(progress, step + 1, steps)
         elif prompt.startswith("hang-once:"):  # the first run hangs (to be killed), later ones pass
             marker = Path(prompt.split(":", 1)[1])
             if not marker.exists():
@@ -106,15 +127,15 @@ class FakeCharacter(FakePipeline):
     media = ("subject",)
 
     def count(self, params) -> int:
-        return params["number_of_outputs"] * params["number_of_images_per_pose"]
+        return params.number_of_outputs * params.number_of_images_per_pose
 
 
 class FakeSadTalker(FakePipeline):
     name = "sadtalker"
     media = ("input_image",)
 
-    def run(self, params, inputs, seed):
-        super().run(params, inputs, seed)
+    def run(self, params, inputs, seed, progress=None):
+        super().run(params, inputs, seed, progress)
         audio = inputs["input_audio"]
         assert isinstance(audio, Audio) and audio.sample_rate == 16000
         return PipelineResult(video=FAKE_MP4 + seed.to_bytes(8, "little"))
@@ -129,11 +150,26 @@ REGISTRY = {
 }
 
 
+PARAMS = {
+    "expression-editor": ExpressionEditorParams,
+    "faceswap-v4": FaceSwapParams,
+    "face-to-sticker": StickerParams,
+    "consistent-character": CharacterParams,
+    "sadtalker": SadTalkerParams,
+}
+
+
+def params_class(slug: str) -> type:
+    return PARAMS[slug]
+
+
 def install() -> None:
-    """Point the registry at the fakes (process-wide; used by conftest and fake_server)."""
+    """Point the registry at the fakes, every one built (process-wide; used by fake_server)."""
     from pipelines import registry
 
     registry.PIPELINES.update(REGISTRY)
+    registry.BUILT.update(dict.fromkeys(REGISTRY, True))
+    registry.params_class = params_class
 
 
 def write_markers(weights_dir, slugs=tuple(REGISTRY)) -> None:
