@@ -15,6 +15,18 @@ from pathlib import Path
 import pytest
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "missing_fixtures(reason): parity fixtures are absent (tests/parity/fixtures.py)")
+
+
+def pytest_runtest_setup(item):
+    marker = item.get_closest_marker("missing_fixtures")
+    if marker is not None:
+        from tests.parity.fixtures import missing_fixtures
+
+        missing_fixtures(marker.kwargs["reason"])
+
+
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     """The directory holding the tiny profile of every registered pipeline."""

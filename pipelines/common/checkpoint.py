@@ -52,17 +52,19 @@ def fold_spectral_norm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
 
     torch's spectral norm in eval mode uses ``weight_orig / sigma`` with
     ``sigma = u . (W v)`` from the stored u and v, without a power iteration
-    (shared/parity/README.md §2); computing it once here leaves plain convolutions.
+    (shared/parity/README.md §2); computing it once here leaves plain convolutions. The fold runs
+    in float64 and rounds once: a float32 dot product's summation order depends on the CPU's SIMD
+    path and the tensor's alignment, which made a .pth and a .safetensors load 1 ulp apart.
     """
     out = {}
     for key, value in state.items():
         if key.endswith("weight_orig"):
             prefix = key[: -len("weight_orig")]
-            w = value
-            u = state[prefix + "weight_u"]
-            v = state[prefix + "weight_v"]
+            w = value.double()
+            u = state[prefix + "weight_u"].double()
+            v = state[prefix + "weight_v"].double()
             sigma = torch.dot(u, torch.mv(w.reshape(w.shape[0], -1), v))
-            out[prefix + "weight"] = w / sigma
+            out[prefix + "weight"] = (w / sigma).to(value.dtype)
         elif key.endswith("weight_u") or key.endswith("weight_v"):
             continue
         else:

@@ -1,9 +1,9 @@
 """Putting an aligned face crop back into its frame (specs/faceswap.md §3.5 step 7, §4.1, §6.3).
 
 Pure functions. ``paste_back`` is facefoundry's paste: the crop and a feathered crop-space mask are
-inverse-warped only inside the crop's footprint. ``insightface_paste_back`` reproduces
-``INSwapper.get(paste_back=True)`` (eroded, blurred square mask over the full frame); it is the
-reference the parity fixture checks, and the swap pipeline does not use it (§1 item 9).
+inverse-warped only inside the crop's footprint. insightface's own paste (an eroded, blurred square
+mask over the full frame) is not reproduced: the swap pipeline does not use it (§1 item 9); the
+parity test holds ``paste_back``'s inverse warp to the reference's pasted image where that mask is 1.
 """
 from __future__ import annotations
 
@@ -26,34 +26,6 @@ def blend(frame: np.ndarray, warped: np.ndarray, mask: np.ndarray) -> np.ndarray
     if mask.ndim == 2 and frame.ndim == 3:
         mask = mask[..., None]
     return mask * warped + (1 - mask) * frame.astype(np.float32)
-
-
-def eroded_square_mask(
-    m: np.ndarray, crop_size: int, frame_hw: tuple[int, int]
-) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """insightface's paste-back mask in the frame, in [0, 1], and its ``(mask_size, k, k2)``.
-
-    The crop's square footprint (warped 255s, > 20 set to 255) is eroded by a k x k box,
-    k = max(mask_size // 10, 10), then Gaussian-blurred with a (2 k2 + 1) kernel,
-    k2 = max(mask_size // 20, 5), sigma from the kernel size (§3.5 step 7).
-    """
-    white = warp_to_frame(np.full((crop_size, crop_size), 255, dtype=np.float32), m, frame_hw)
-    white[white > 20] = 255
-    rows, cols = np.where(white == 255)
-    mask_size = int(math.sqrt((rows.max() - rows.min()) * (cols.max() - cols.min())))
-    k = max(mask_size // 10, 10)
-    mask = cv2.erode(white, np.ones((k, k), np.uint8), iterations=1)
-    k2 = max(mask_size // 20, 5)
-    mask = cv2.GaussianBlur(mask, (2 * k2 + 1, 2 * k2 + 1), 0)
-    return mask / 255, (mask_size, k, k2)
-
-
-def insightface_paste_back(frame: np.ndarray, crop: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """The full frame with ``crop`` pasted as ``INSwapper.get(paste_back=True)`` pastes it."""
-    frame_hw = frame.shape[:2]
-    mask, _ = eroded_square_mask(m, crop.shape[0], frame_hw)
-    # insightface truncates (§3.5 step 7); the parity fixture checks exactly that.
-    return blend(frame, warp_to_frame(crop, m, frame_hw), mask).astype(np.uint8)
 
 
 def feathered_box_mask(

@@ -2,7 +2,8 @@
 
 No network runs in the reference: raw SCRFD/inswapper/ArcFace outputs are stored and our glue
 is applied to them. The only weight, the inswapper emap, is written into an inswapper-format
-ONNX file (``buff2fs`` as the last initializer) and read back through ``INSwapper``.
+ONNX file (``buff2fs`` as the last initializer) and read back through ``INSwapper``. The paste is
+checked through ``paste_back``, the function the swap pipeline runs, not a copy of insightface's.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pipelines.common.alignment import estimate_norm, norm_crop
 from pipelines.common.arcface import CROP_SIZE as ARCFACE_SIZE, recognition_blob
 from pipelines.common.face_types import Face
 from pipelines.common.inswapper import INSwapper, align_for_swap, prediction_to_bgr, swap_blob
-from pipelines.common.paste_back import eroded_square_mask, insightface_paste_back
+from pipelines.common.paste_back import paste_back
 from pipelines.common.scrfd import (
     decode_head_outputs,
     detection_blob,
@@ -27,7 +28,17 @@ from pipelines.common.scrfd import (
     nms,
 )
 from pipelines.common.tiny_insightface import tiny_inswapper_model
-from tests.parity.fixtures import assert_close, assert_output, load_npz, params, seed_of, state_dict_for
+from tests.parity.fixtures import (
+    assert_close,
+    assert_close_from_opencv_u8,
+    assert_opencv_u8,
+    assert_output,
+    load_npz,
+    missing_fixtures,
+    params,
+    seed_of,
+    state_dict_for,
+)
 
 MODULE = "insightface_glue"
 FIXTURES = params(MODULE, MODULE)
@@ -45,6 +56,7 @@ def scrfd_outputs(fixture: dict, case: str) -> list[np.ndarray]:
 
 
 def assert_exact(got, ref, name: str):
+    """Exact: shapes, indices, keep lists, the emap and integer math done outside OpenCV (README §6)."""
     got, ref = np.asarray(got), np.asarray(ref)
     assert got.shape == ref.shape, f"{name}: shape {got.shape} != {ref.shape}"
     assert np.array_equal(got, ref), f"{name}: max difference {np.abs(got.astype(np.float64) - ref).max()}"
@@ -60,9 +72,11 @@ def test_scrfd_decoding(path: Path):
         assert_exact(letterbox_size(img.shape[:2]), fx[f"out_scrfd_{case}_resized_hw"], "resized_hw")
         det_img, det_scale = letterbox(img)
         assert det_scale == fx[f"out_scrfd_{case}_det_scale"]
-        # cv2.resize is the reference's own resize, so the canvas is exact (README §6).
-        assert_exact(det_img, fx[f"out_scrfd_{case}_det_img_u8"], f"{case} det_img")
-        assert_output(detection_blob(det_img), fx, f"out_scrfd_{case}_blob")
+        # cv2.resize is the reference's own resize: exact on the fixtures' machine, one level in
+        # at most 0.5 % of values on another CPU (README §6).
+        assert_opencv_u8(det_img, fx[f"out_scrfd_{case}_det_img_u8"], f"{case} det_img")
+        # The blob is checked from the reference's canvas so that it is held to the default tolerance.
+        assert_output(detection_blob(fx[f"out_scrfd_{case}_det_img_u8"]), fx, f"out_scrfd_{case}_blob")
 
         outputs = scrfd_outputs(fx, case)
         pre_det, pre_kps = decode_head_outputs(outputs, (640, 640), det_scale)
@@ -104,8 +118,24 @@ def test_alignment(path: Path):
         assert_close(got, fx[f"out_align_M{size}"], f"M{size}")
     for size in (112, 128):
         crops = np.stack([norm_crop(img, k, size)[0] for k in fx["in_align_kps"]])
-        # Exact with cv2.warpAffine (README §6): our Umeyama keeps scikit-image's float32 statistics.
-        assert_exact(crops, fx[f"out_align_crop{size}_u8"], f"crop{size}")
+        # cv2.warpAffine: exact on the fixtures' machine, the cross-CPU rule elsewhere (README §6).
+        assert_opencv_u8(crops, fx[f"out_align_crop{size}_u8"], f"crop{size}")
+
+
+# Where insightface's blurred mask is at least this, its blend moves a value by under 0.26 levels
+# before truncating, so the pasted image is the inverse-warped crop to within one level.
+INTERIOR = 0.999
+
+
+def assert_paste_matches_interior(frame, crop, m, fixture: dict, case: str):
+    """The request path's ``paste_back`` (a full crop mask) against the reference's pasted image
+    inside its mask's interior: within one level (measured: 0 or 1 on seed 0, plus OpenCV's
+    cross-CPU level); an inverse warp half a pixel off is up to 100 levels away there."""
+    interior = fixture[f"out_swap_{case}_mask"] >= INTERIOR
+    assert interior.sum() > 1000, f"{case}: the reference mask has no interior to compare"
+    ours = paste_back(frame, crop, m, np.ones(crop.shape[:2], np.float32)).astype(np.int16)
+    diff = np.abs(ours - fixture[f"out_swap_{case}_pasted_u8"])[interior]
+    assert diff.max() <= 1, f"{case} pasted: {diff.max()} levels off inside the reference mask"
 
 
 def write_inswapper(path: Path, emap: np.ndarray) -> Path:
@@ -133,15 +163,11 @@ def test_inswapper_glue(path: Path, tmp_path: Path):
     for case in found:
         aimg, m = align_for_swap(img, fx[f"in_swap_{case}_kps"], 128)
         assert_close(m, fx[f"out_swap_{case}_M"], f"{case} M")
-        assert_exact(aimg, fx[f"out_swap_{case}_aimg_u8"], f"{case} aimg")
-        assert_output(swap_blob(aimg[None]), fx, f"out_swap_{case}_blob")
+        assert_opencv_u8(aimg, fx[f"out_swap_{case}_aimg_u8"], f"{case} aimg")
+        assert_output(swap_blob(fx[f"out_swap_{case}_aimg_u8"][None]), fx, f"out_swap_{case}_blob")
         fake = prediction_to_bgr(fx[f"in_swap_{case}_pred"])[0]
         assert_exact(fake, fx[f"out_swap_{case}_bgr_fake_u8"], f"{case} bgr_fake")
-        mask, paste_params = eroded_square_mask(m, 128, img.shape[:2])
-        assert_exact(np.array(paste_params), fx[f"out_swap_{case}_paste_params"], f"{case} paste_params")
-        assert_output(mask, fx, f"out_swap_{case}_mask")
-        # Exact with OpenCV warps, erode and blur (README §6).
-        assert_exact(insightface_paste_back(img, fake, m), fx[f"out_swap_{case}_pasted_u8"], f"{case} pasted")
+        assert_paste_matches_interior(img, fake, m, fx, case)
 
 
 @pytest.mark.parametrize("path", FIXTURES)
@@ -150,7 +176,7 @@ def test_fixture_onnx_end_to_end(path: Path):
     the production session, emap reader and paste-back."""
     onnx_path = path.parent / f"{MODULE}.inswapper_tiny.seed{seed_of(path)}.onnx"
     if not onnx_path.exists():
-        pytest.skip(f"{onnx_path.name} not shipped beside {path.name}")
+        missing_fixtures(f"{onnx_path.name} not shipped beside {path.name}")
     fx = load_npz(path)
     swapper = INSwapper(onnx_path, device="cpu")
     assert_exact(swapper.emap, fx["in_swap_emap"], "emap from the fixture ONNX")
@@ -161,7 +187,7 @@ def test_fixture_onnx_end_to_end(path: Path):
     assert_close(pred, fx["in_swap_center_pred"], "center pred")
     fake = swapper.swap_crops(aimg[None], latent)[0]
     assert_exact(fake, fx["out_swap_center_bgr_fake_u8"], "center bgr_fake")
-    assert_exact(insightface_paste_back(img, fake, m), fx["out_swap_center_pasted_u8"], "center pasted")
+    assert_paste_matches_interior(img, fake, m, fx, "center")
 
 
 @pytest.mark.parametrize("path", FIXTURES)
@@ -169,8 +195,9 @@ def test_arcface_preprocessing(path: Path):
     fx = load_npz(path)
     assert_output(recognition_blob([fx["in_arcface_crop_u8"]], 127.5, 127.5), fx, "out_arcface_blob")
     crop, _ = norm_crop(fx["in_align_image_u8"], fx["in_align_kps"][0], ARCFACE_SIZE)
-    assert_output(recognition_blob([crop], 127.5, 127.5), fx, "out_arcface_blob")
+    # The crop is cv2.warpAffine's, so a value one level off becomes 1/127.5 in the blob (README §6).
+    assert_close_from_opencv_u8(recognition_blob([crop], 127.5, 127.5), fx["out_arcface_blob"], 1 / 127.5,
+                                "out_arcface_blob from our crop")
     face = Face(bbox=np.zeros(4, np.float32), kps=fx["in_align_kps"][0], det_score=1.0,
                 embedding=fx["in_arcface_embedding"].ravel())
-    assert_output(face.embedding, fx, "out_arcface_embedding")
     assert_output(face.normed_embedding, fx, "out_arcface_normed_embedding")

@@ -18,7 +18,8 @@ import torch
 from pipelines.expression_editor import config, loader
 from pipelines.expression_editor.motion_extractor import headpose_degrees
 from pipelines.expression_editor.tiny import write_state_file, write_stitching_file
-from tests.parity.fixtures import (PARITY, assert_close, assert_output, load_npz, params, report, timed,
+from tests.parity.fixtures import (PARITY, assert_close, assert_output, assert_same_weights, load_npz, missing_fixtures,
+                                   params, report, timed,
                                    torch_state_dict_for)
 
 SUBDIR = "liveportrait"
@@ -122,15 +123,13 @@ def test_spade_generator(path, tmp_path):
 def test_big_modules_load_the_same_from_both_formats(module, load, tmp_path):
     path = params(SUBDIR, module)[0].values[0]
     if path is None:
-        pytest.skip(f"no {module} fixtures")
+        missing_fixtures(f"no {module} fixtures")
     nets = []
     for fmt in FORMATS:
         file = official_file(tmp_path, module, fmt)
         write_state_file(weights(path, module), file)
         nets.append(load(file))
-    a, b = (net.state_dict() for net in nets)
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_weights(*(net.state_dict() for net in nets), name=module)
 
 
 def stitching_params():
@@ -165,7 +164,7 @@ def test_official_config_is_the_fixture_config(module, official):
     # The motion extractor's config names its backbone instead; its strict load above checks it.
     file = PARITY / SUBDIR / f"{module}.config.json"
     if not file.exists():
-        pytest.skip(f"no {file}")
+        missing_fixtures(f"no {file}")
     kwargs = json.loads(file.read_text())["kwargs"]
     assert {k: official[k] for k in kwargs} == kwargs
 

@@ -11,7 +11,7 @@ from pipelines.expression_editor import loader
 from pipelines.expression_editor.motion_extractor import headpose_degrees
 from pipelines.expression_editor.tiny import PTH_PATHS, SAFETENSORS_PATHS, write_tiny, write_tiny_liveportrait
 from pipelines.weights.manifest import load_manifest
-from tests.parity.fixtures import PARITY
+from tests.parity.fixtures import PARITY, assert_same_weights, missing_fixtures
 
 FORMATS = ("pth", "safetensors")
 MANIFESTS = PARITY / "liveportrait"
@@ -77,14 +77,13 @@ def test_both_layouts_hold_the_same_networks(tmp_path):
     a = loader.load_liveportrait(write_tiny_liveportrait(tmp_path / "a", "pth", seed=3))
     b = loader.load_liveportrait(write_tiny_liveportrait(tmp_path / "b", "safetensors", seed=3))
     for field in ("appearance", "motion", "warping", "spade", "stitching", "lip", "eye"):
-        sa, sb = getattr(a, field).state_dict(), getattr(b, field).state_dict()
-        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa), field
+        assert_same_weights(getattr(a, field).state_dict(), getattr(b, field).state_dict(), field)
 
 
 def official_keys(module: str) -> set[str]:
     manifest = MANIFESTS / f"{module}.manifest.json"
     if not manifest.exists():
-        pytest.skip(f"no {manifest}")
+        missing_fixtures(f"no {manifest}")
     return set(json.loads(manifest.read_text()))
 
 

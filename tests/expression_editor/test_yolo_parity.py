@@ -20,7 +20,7 @@ from pipelines.common.yolo_detect import (
 from pipelines.common.yolo_face import FACE_YOLOV8N
 from pipelines.common.yolo_loader import DillPickledCheckpoint, RestrictedUnpickler, load_yolo_face
 from pipelines.expression_editor.face_box import select_face_box
-from tests.parity.fixtures import assert_close, load_npz, params, state_dict_for
+from tests.parity.fixtures import assert_close, assert_opencv_u8, load_npz, params, state_dict_for
 
 MODULE = "yolov8_face"
 CASES = [(image, mode) for image in "abc" for mode in ("square", "rect")]
@@ -65,7 +65,9 @@ def test_letterbox(case):
         geom = [*geometry.resized_hw, geometry.top, geometry.bottom, geometry.left, geometry.right]
         assert geom == fx[f"out_{image}_{mode}_letterbox_geom"].tolist(), (image, mode)
         x = network_input(letterbox_image(src, geometry))
-        assert np.array_equal((x * 255).round().to(torch.uint8).numpy(), fx[f"out_{image}_{mode}_letterbox_u8"])
+        # cv2.resize: exact on the fixtures' machine, one level in at most 0.5 % of values elsewhere.
+        assert_opencv_u8((x * 255).round().to(torch.uint8).numpy(), fx[f"out_{image}_{mode}_letterbox_u8"],
+                         f"{image} {mode} letterbox")
 
 
 @torch.no_grad()
