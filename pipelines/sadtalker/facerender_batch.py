@@ -2,9 +2,9 @@
 
 The coefficient arithmetic (expression scale, crop parameters, still mode, 27-frame windows)
 lives in ``coefficients.py``; this module turns it into the renderer's tensors. Upstream pads
-the windows to a multiple of its batch size and lays them out batch-major
-(``upstream_batch_layout``, parity fixture ``facerender_batch``); ``make_animation`` renders
-the windows in frame order instead, since frames are independent (§5.6 step 6).
+the windows to a multiple of its batch size and lays them out batch-major; the windows here stay
+in frame order and ``make_animation`` renders them so, since frames are independent (§5.6 step 6;
+the parity test reads upstream's layout back into frame order).
 """
 from __future__ import annotations
 
@@ -51,16 +51,3 @@ def facerender_inputs(first_coeff: np.ndarray, generated_coeff: np.ndarray, pict
         source_semantics=torch.from_numpy(source_semantics(source, full_frame)).unsqueeze(0),
         target_semantics=torch.from_numpy(np.ascontiguousarray(semantic_windows(targets))),
     )
-
-
-def pad_to_batch_multiple(windows: np.ndarray, batch_size: int) -> np.ndarray:
-    """Append copies of the last window until the frame count is a multiple of ``batch_size``
-    (fixed batch shapes; the caller drops the padded frames)."""
-    missing = -len(windows) % batch_size
-    return np.concatenate([windows, np.repeat(windows[-1:], missing, axis=0)], axis=0)
-
-
-def upstream_batch_layout(windows: np.ndarray, batch_size: int) -> np.ndarray:
-    """(batch_size, L, C, 27) as upstream feeds its renderer: row b holds frames b*L .. b*L+L-1."""
-    padded = pad_to_batch_multiple(windows, batch_size)
-    return padded.reshape(batch_size, -1, *padded.shape[1:])

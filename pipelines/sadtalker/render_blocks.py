@@ -1,5 +1,5 @@
-"""SadTalker-only face-renderer blocks: the keypoint detector's hourglass and anti-aliasing, and
-HEEstimator's bottleneck. The face-vid2vid blocks shared with LivePortrait live in
+"""SadTalker-only face-renderer blocks: the keypoint detector's hourglass and anti-aliasing. The
+face-vid2vid blocks shared with LivePortrait live in
 pipelines/common/motion_blocks.py.
 
 Module attribute names equal the upstream ones (``src/facerender/modules/util.py``) because they
@@ -13,32 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..common.motion_blocks import DownBlock2d, UpBlock3d, hourglass_channels
-
-
-class ResBottleneck(nn.Module):
-    """Post-activation bottleneck (1x1, 3x3 with stride, 1x1) with a projected skip when strided."""
-
-    def __init__(self, in_features: int, stride: int):
-        super().__init__()
-        mid = in_features // 4
-        self.conv1 = nn.Conv2d(in_features, mid, kernel_size=1)
-        self.conv2 = nn.Conv2d(mid, mid, kernel_size=3, padding=1, stride=stride)
-        self.conv3 = nn.Conv2d(mid, in_features, kernel_size=1)
-        self.norm1 = nn.BatchNorm2d(mid)
-        self.norm2 = nn.BatchNorm2d(mid)
-        self.norm3 = nn.BatchNorm2d(in_features)
-        self.stride = stride
-        if stride != 1:
-            self.skip = nn.Conv2d(in_features, in_features, kernel_size=1, stride=stride)
-            self.norm4 = nn.BatchNorm2d(in_features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.norm1(self.conv1(x)))
-        out = F.relu(self.norm2(self.conv2(out)))
-        out = self.norm3(self.conv3(out))
-        if self.stride != 1:
-            x = self.norm4(self.skip(x))
-        return F.relu(out + x)
 
 
 class KPHourglass(nn.Module):

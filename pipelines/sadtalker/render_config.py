@@ -26,13 +26,6 @@ KP_DETECTOR = {
     "reshape_depth": 16,
 }
 
-HE_ESTIMATOR = {
-    **COMMON,
-    "block_expansion": 64,
-    "max_features": 2048,
-    "num_bins": 66,
-}
-
 GENERATOR = {
     **COMMON,
     "block_expansion": 64,
@@ -51,9 +44,6 @@ GENERATOR = {
 KP_DETECTOR_PREFIX = "kp_extractor."
 GENERATOR_PREFIX = "generator."
 OFFICIAL_BY_PREFIX = {KP_DETECTOR_PREFIX: KP_DETECTOR, GENERATOR_PREFIX: GENERATOR}
-
-# HEEstimator weights exist only in the legacy facevid2vid checkpoint (spec §3.7).
-HE_ESTIMATOR_KEY = "he_estimator"
 
 # Head-pose logits are 66 bins of 3 degrees starting at -99 (spec §3.8).
 POSE_BINS = 66

@@ -4,8 +4,9 @@
   ``down.weight`` included) and the generator under ``generator.`` (18 spectral-norm convs stored
   as ``weight_orig``/``weight_u``/``weight_v``, folded here). Only keys starting with the prefix
   are taken; every one of them must be consumed.
-* ``facevid2vid_00189-model.pth.tar``: the HEEstimator under the dict key ``he_estimator`` (parity
-  only, spec §3.7).
+
+SadTalker's inference never runs face-vid2vid's HEEstimator (MappingNet replaces it, spec §3.7),
+so its legacy checkpoint is not read.
 
 A tiny bundle carries ``<bundle>.config.json`` = ``{prefix: config}`` (``config_for``).
 """
@@ -16,13 +17,12 @@ from pathlib import Path
 
 import torch
 
-from ..common.checkpoint import config_for, fold_spectral_norm, load_strict, read_state_file
+from ..common.checkpoint import config_for, fold_spectral_norm, load_strict
 
 from .coeff_loader import Bundle, read_bundle
 from .generator import OcclusionAwareSPADEGenerator
-from .he_estimator import HEEstimator
 from .kp_detector import KPDetector
-from .render_config import GENERATOR_PREFIX, HE_ESTIMATOR, HE_ESTIMATOR_KEY, KP_DETECTOR_PREFIX, OFFICIAL_BY_PREFIX
+from .render_config import GENERATOR_PREFIX, KP_DETECTOR_PREFIX, OFFICIAL_BY_PREFIX
 
 
 @dataclass
@@ -54,10 +54,3 @@ def load_render_networks(bundle_path: Path, bundle: Bundle | None = None,
     bundle = read_bundle(bundle_path) if bundle is None else bundle
     return RenderNetworks(kp_detector=load_kp_detector(bundle_path, bundle).to(device),
                           generator=load_generator(bundle_path, bundle).to(device))
-
-
-def load_he_estimator(path: Path, device: str | torch.device = "cpu") -> HEEstimator:
-    """HEEstimator from the legacy facevid2vid checkpoint's ``he_estimator`` entry (parity only, spec §3.7)."""
-    state = read_state_file(path)[HE_ESTIMATOR_KEY]
-    return load_strict(HEEstimator(**config_for(path, HE_ESTIMATOR)), state,
-                       f"{Path(path).name} [{HE_ESTIMATOR_KEY}]").to(device)

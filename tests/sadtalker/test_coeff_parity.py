@@ -9,35 +9,27 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 from scipy.signal import savgol_filter
 
 from pipelines.sadtalker.audio2pose import pose_window_count
 from pipelines.sadtalker.coeff_loader import load_expnet, load_mapping_net, load_pose_vae, load_recon_net
 from pipelines.sadtalker.coefficients import (render_targets, semantic_windows, smooth_pose, source_coefficients,
                                               source_semantics, transform_semantic_target)
-from pipelines.sadtalker.config import AUDIO2EXP_PREFIX, AUDIO2POSE_PREFIX, NET_RECON_PREFIX
 from tests.parity.fixtures import assert_close, load_npz, params, torch_state_dict_for
+from tests.parity.sadtalker_bundle import write_sadtalker_bundle
 
 pytestmark = pytest.mark.usefixtures("one_thread", "seeded_no_grad")
 
-# A key of another network in the real bundle: the loaders must select by prefix and ignore it.
-FOREIGN_KEY = "kp_extractor.down.weight"
 
-
-def write_bundle(tmp_path, fixture, module, prefix):
+def write_bundle(tmp_path, fixture, module):
     """The fixture's weights as ``SadTalker_V0.0.2_256.safetensors`` would hold them."""
-    state = {prefix + k: v for k, v in torch_state_dict_for(fixture, module).items()}
-    state[FOREIGN_KEY] = torch.ones(3, 1, 13, 13)
-    path = tmp_path / "SadTalker_V0.0.2_256.safetensors"
-    save_file(state, str(path))
-    return path
+    return write_sadtalker_bundle(tmp_path / "SadTalker_V0.0.2_256.safetensors", fixture, [module])
 
 
 @pytest.mark.parametrize("fixture", params("sadtalker", "audio2exp"))
 def test_audio2exp(fixture, tmp_path):
     data = load_npz(fixture)
-    net = load_expnet(write_bundle(tmp_path, fixture, "audio2exp", AUDIO2EXP_PREFIX))
+    net = load_expnet(write_bundle(tmp_path, fixture, "audio2exp"))
     mels = torch.from_numpy(data["indiv_mels"][0, :, 0])
     ref = torch.from_numpy(data["ref"][0])
     ratio = torch.from_numpy(data["ratio"][0])
@@ -52,7 +44,7 @@ def test_audio2exp(fixture, tmp_path):
 @pytest.mark.parametrize("fixture", params("sadtalker", "audio2pose"))
 def test_audio2pose(fixture, tmp_path):
     data = load_npz(fixture)
-    net = load_pose_vae(write_bundle(tmp_path, fixture, "audio2pose", AUDIO2POSE_PREFIX))
+    net = load_pose_vae(write_bundle(tmp_path, fixture, "audio2pose"))
     mels = torch.from_numpy(data["indiv_mels"][0, :, 0])
     ref_pose = torch.from_numpy(data["ref"][0, 0, -6:])
     style = int(data["pose_style"])
@@ -79,7 +71,7 @@ def test_audio2pose(fixture, tmp_path):
 @pytest.mark.parametrize("fixture", params("sadtalker", "net_recon"))
 def test_net_recon(fixture, tmp_path):
     data = load_npz(fixture)
-    net = load_recon_net(write_bundle(tmp_path, fixture, "net_recon", NET_RECON_PREFIX))
+    net = load_recon_net(write_bundle(tmp_path, fixture, "net_recon"))
     assert_close(net(torch.from_numpy(data["x"])).numpy(), data["coeffs"], "coeffs")
 
 

@@ -14,20 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from pipelines.sadtalker.animate import keypoint_transformation, make_animation, source_keypoints
 from pipelines.sadtalker.coeff_loader import load_mapping_net
-from pipelines.sadtalker.facerender_batch import facerender_inputs, upstream_batch_layout
-from pipelines.sadtalker.render_config import GENERATOR_PREFIX, KP_DETECTOR_PREFIX
-from pipelines.sadtalker.render_loader import load_generator, load_he_estimator, load_kp_detector
+from pipelines.sadtalker.facerender_batch import facerender_inputs
+from pipelines.sadtalker.render_loader import load_generator, load_kp_detector
 from tests.parity.fixtures import assert_close, load_npz, params, report, seed_of, timed, torch_state_dict_for
+from tests.parity.sadtalker_bundle import write_sadtalker_bundle
 
 pytestmark = pytest.mark.usefixtures("seeded_no_grad")
-
-# A key of another network in the real bundle: the loaders must select by prefix and ignore it.
-FOREIGN_KEY = "audio2exp.mapping1.bias"
-
 
 @lru_cache(maxsize=4)
 def fixture_state(manifest_dir: Path, seed: int, module: str) -> dict[str, torch.Tensor]:
@@ -36,42 +31,26 @@ def fixture_state(manifest_dir: Path, seed: int, module: str) -> dict[str, torch
     return torch_state_dict_for(manifest_dir / f"{module}.seed{seed}.npz", module)
 
 
-def write_bundle(path: Path, fixture: Path, modules: dict[str, str]) -> Path:
-    """``SadTalker_V0.0.2_256.safetensors`` with the fixture's weights of ``modules`` ({name: prefix})."""
-    state = {FOREIGN_KEY: torch.zeros(64)}
-    for module, prefix in modules.items():
-        state.update({prefix + k: v for k, v in fixture_state(fixture.parent, seed_of(fixture), module).items()})
-    save_file(state, str(path))
-    return path
+def write_bundle(path: Path, fixture: Path, modules: list[str]) -> Path:
+    """``SadTalker_V0.0.2_256.safetensors`` with the fixture's weights of ``modules``."""
+    return write_sadtalker_bundle(path, fixture, modules,
+                                  state_of=lambda f, module: fixture_state(f.parent, seed_of(f), module))
 
 
 @pytest.mark.parametrize("fixture", params("sadtalker", "kp_detector"))
 def test_kp_detector(fixture, tmp_path):
     data = load_npz(fixture)
-    path = write_bundle(tmp_path / "SadTalker_V0.0.2_256.safetensors", fixture, {"kp_detector": KP_DETECTOR_PREFIX})
+    path = write_bundle(tmp_path / "SadTalker_V0.0.2_256.safetensors", fixture, ["kp_detector"])
     net = load_kp_detector(path)
     kp, seconds = timed(net, torch.from_numpy(data["x"]))
     report("kp_detector.kp_value", kp.numpy(), data["kp_value"], seconds)
     assert_close(kp.numpy(), data["kp_value"], "kp_value")
 
 
-@pytest.mark.parametrize("fixture", params("sadtalker", "he_estimator"))
-def test_he_estimator(fixture, tmp_path):
-    data = load_npz(fixture)
-    path = tmp_path / "facevid2vid_00189-model.pth.tar"
-    torch.save({"he_estimator": fixture_state(fixture.parent, seed_of(fixture), "he_estimator"),
-                "epoch": 189}, path)
-    net = load_he_estimator(path)
-    out, seconds = timed(net, torch.from_numpy(data["x"]))
-    report("he_estimator.yaw", out["yaw"].numpy(), data["yaw"], seconds)
-    for key in ("yaw", "pitch", "roll", "t", "exp"):
-        assert_close(out[key].numpy(), data[key], key)
-
-
 @pytest.mark.parametrize("fixture", params("sadtalker", "generator"))
 def test_generator(fixture, tmp_path):
     data = load_npz(fixture)
-    path = write_bundle(tmp_path / "SadTalker_V0.0.2_256.safetensors", fixture, {"generator": GENERATOR_PREFIX})
+    path = write_bundle(tmp_path / "SadTalker_V0.0.2_256.safetensors", fixture, ["generator"])
     net = load_generator(path)
     out, seconds = timed(net, torch.from_numpy(data["source_image"]), kp_driving=torch.from_numpy(data["kp_driving"]),
                          kp_source=torch.from_numpy(data["kp_source"]))
@@ -87,7 +66,7 @@ def test_facerender_e2e(fixture, tmp_path):
     data = load_npz(fixture)
     seed = seed_of(fixture)
     bundle = write_bundle(tmp_path / "SadTalker_V0.0.2_256.safetensors", fixture,
-                          {"kp_detector": KP_DETECTOR_PREFIX, "generator": GENERATOR_PREFIX})
+                          ["kp_detector", "generator"])
     mapping_path = tmp_path / "mapping_00229-model.pth.tar"
     torch.save({"mapping": fixture_state(fixture.parent, seed, "mapping_crop")}, mapping_path)
     kp_detector, generator = load_kp_detector(bundle), load_generator(bundle)
@@ -112,13 +91,19 @@ def test_facerender_e2e(fixture, tmp_path):
 @pytest.mark.parametrize(("mode", "full_frame", "still"), [
     ("full", True, False), ("crop", False, False), ("full_still", True, True)])
 def test_facerender_batch(fixture, mode, full_frame, still):
-    """``get_facerender_data(batch_size=2, expression_scale=1.4)``: our frame-order windows, padded
-    and laid out as upstream, and the source tensors repeated over upstream's batch."""
+    """``get_facerender_data(batch_size=2, expression_scale=1.4)``: the windows the renderer is fed,
+    in frame order, against upstream's batch-major layout read back into frame order (row b holds
+    frames b*L .. b*L+L-1, the tail padded with the last window), and the source tensors repeated
+    over upstream's batch."""
     data = load_npz(fixture)
     inputs = facerender_inputs(data["first_coeff"], data["generated_coeff"], data["pic_rgb_u8"], 1.4,
                                full_frame, still)
-    assert inputs.frame_num == int(data[f"{mode}/frame_num"])
-    np.testing.assert_array_equal(upstream_batch_layout(inputs.target_semantics.numpy(), 2),
-                                  data[f"{mode}/target_semantics_list"])
-    np.testing.assert_array_equal(inputs.source_semantics.repeat(2, 1, 1).numpy(), data[f"{mode}/source_semantics"])
+    frame_num = int(data[f"{mode}/frame_num"])
+    assert inputs.frame_num == frame_num
+    upstream = data[f"{mode}/target_semantics_list"]
+    assert upstream.shape[0] == 2 and upstream.shape[1] * 2 >= frame_num
+    in_frame_order = upstream.reshape(-1, *upstream.shape[2:])
+    assert_close(inputs.target_semantics.numpy(), in_frame_order[:frame_num], "target_semantics")
+    assert (in_frame_order[frame_num:] == in_frame_order[frame_num - 1]).all(), "upstream pads with the last window"
+    assert_close(inputs.source_semantics.repeat(2, 1, 1).numpy(), data[f"{mode}/source_semantics"], "source_semantics")
     assert_close(inputs.source_image.repeat(2, 1, 1, 1).numpy(), data["source_image"], "source_image")
