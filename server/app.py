@@ -11,8 +11,11 @@ import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
 
 from server.auth import Gatekeeper, KeyStore
 from server.datafiles import secure_data_paths
@@ -25,6 +28,7 @@ from server.routes import build_router
 from server.settings import Settings
 
 log = logging.getLogger("facefoundry")
+PLAYGROUND_DIR = Path(__file__).parent / "static" / "playground"
 
 DESCRIPTION = """Self-hosted, drop-in replacement for Segmind's face endpoints.
 
@@ -62,6 +66,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.gatekeeper = gatekeeper
     install_error_handlers(app)
     app.include_router(build_router(settings.pipelines))
+    # The browser playground (issue 15): static files, left out of the OpenAPI schema like /docs.
+    app.add_api_route("/playground", playground_redirect, include_in_schema=False)
+    app.mount("/playground", StaticFiles(directory=PLAYGROUND_DIR, html=True), name="playground")
 
     @app.middleware("http")
     async def account_and_measure(request: Request, call_next):
@@ -90,6 +97,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return response
 
     return app
+
+
+def playground_redirect() -> RedirectResponse:
+    """/playground -> /playground/, where the page's relative links resolve; relative, so that it
+    also holds behind a path prefix."""
+    return RedirectResponse("playground/")
 
 
 async def _sweep_forever(engine: Engine, settings: Settings) -> None:
