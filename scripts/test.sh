@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The test command of README.md (and of .ci/run): system packages, Python packages, the suite.
+# The test command of README.md (and of .ci/run): install what the suite needs into .venv from the
+# lock file (scripts/setup.sh --test), then run pytest there; arguments go to pytest.
+#   bash scripts/test.sh --upgrade ...   re-resolve the dependencies and rewrite the lock first
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq ffmpeg espeak-ng sox
-python3 -m pip install "torch==2.13.0"
-python3 -m pip install -e ".[test]"
-python3 -m pytest "$@"
+SETUP=(--test)
+if [ "${1:-}" = "--upgrade" ]; then
+  SETUP+=(--upgrade)
+  shift
+fi
+bash scripts/setup.sh "${SETUP[@]}"
+exec .venv/bin/python -m pytest "$@"
