@@ -29,10 +29,10 @@ EXTRAS=""
 [ "$TEST" = 1 ] && EXTRAS="[test]"
 
 # tool -> Debian package; the server needs ffmpeg for audio/video, the tests also speak and measure
-# sound (espeak-ng, sox) and drive a real browser (chromium).
+# sound (espeak-ng, sox), drive a real browser (chromium) and start a Redis for the scale-out store.
 declare -A PACKAGES=([ffmpeg]=ffmpeg [ffprobe]=ffmpeg)
 if [ "$TEST" = 1 ]; then
-  PACKAGES+=([espeak-ng]=espeak-ng [sox]=sox [chromium]=chromium)
+  PACKAGES+=([espeak-ng]=espeak-ng [sox]=sox [chromium]=chromium [redis-server]=redis-server)
 fi
 
 missing=()
