@@ -47,7 +47,7 @@ GET_PATHS = [path for path, methods in DOCUMENT["paths"].items() if "get" in met
 
 
 @pytest.fixture(scope="module")
-def hostile(tmp_path_factory, origin):
+def hostile(tmp_path_factory):
     """A server that refuses every input URL before connecting (no allowlist; the test refuses
     public addresses too), with small limits so that refusals are quick."""
     real_pinned = media.pinned_address
