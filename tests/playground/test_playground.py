@@ -96,6 +96,7 @@ def page(browser, server, request):
     opened.fill("#api-key", KEY)
     yield opened
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    opened.evaluate("window.scrollTo(0, 0)")  # sticky panels drawn where they sit, not where a test scrolled
     opened.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
     context.close()
     assert not script_errors, script_errors
