@@ -25,6 +25,7 @@ from PIL import Image
 from server import media
 from server.app import create_app
 from server.auth import KeyStore
+from server.errors import ApiError
 from server.settings import Settings
 from tests.server import fake_pipeline
 
@@ -182,16 +183,34 @@ def local_origin(handler):
         httpd.shutdown()
 
 
+def loopback_only(check):
+    """``pinned_address`` that refuses, after the real check, any address off this machine: a
+    generated URL with a literal public IP (schemathesis, Hypothesis) must never be connected to."""
+
+    async def pinned(target, settings, field, url):
+        address = await check(target, settings, field, url)
+        if not address.is_loopback:
+            raise ApiError(400, f"{field}: the test network reaches loopback only, not {address}")
+        return address
+
+    return pinned
+
+
 @pytest.fixture(scope="package", autouse=True)
 def fake_world():
-    """The fakes and the DNS table, for this package only (other tests see the real registry)."""
+    """The fakes, the DNS table and a loopback-only network, for this package only (other tests
+    see the real registry)."""
     from pipelines import registry
+    from server import webhooks
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(registry, "PIPELINES", {**registry.PIPELINES, **fake_pipeline.REGISTRY})
         patch.setattr(registry, "BUILT", dict.fromkeys(fake_pipeline.REGISTRY, True))
         patch.setattr(registry, "params_class", fake_pipeline.params_class)
         patch.setattr(media, "resolve_host", fake_resolve)
+        pinned = loopback_only(media.pinned_address)
+        patch.setattr(media, "pinned_address", pinned)
+        patch.setattr(webhooks, "pinned_address", pinned)
         yield
 
 
