@@ -153,9 +153,14 @@ def test_expression_editor_slider_change_shows_a_new_image(page):
     sent = []
     page.on("request", lambda r: sent.append(r.post_data_json) if r.url.endswith("/v1/expression-editor") else None)
     with page.expect_response(is_v1("expression-editor"), timeout=60_000) as second:
-        page.focus("#field-smile")
-        page.keyboard.press("Home")  # smile -0.3, then at once
-        page.keyboard.press("End")  # smile 1.3: one debounced request for both
+        # A drag: the slider's input events arrive faster than the debounce, so one request goes out.
+        page.evaluate("""() => {
+            const slider = document.getElementById('field-smile');
+            for (const value of ['-0.3', '0.2', '0.8', '1.3']) {
+                slider.value = value;
+                slider.dispatchEvent(new Event('input', { bubbles: true }));
+            }
+        }""")
     assert second.value.status == 200
     expect(image).not_to_have_attribute("src", first_src)
     page.wait_for_function("() => document.querySelector('#output img').naturalWidth > 0")
