@@ -45,6 +45,7 @@ API for a pipeline (consistent-character calls exactly this):
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,7 +262,8 @@ def denoise(parts: SDXLComponents, positive: PromptEmbeds, negative: PromptEmbed
     do_cfg = not math.isclose(guidance_scale, 1.0)
     total, _ = img2img_steps(steps, denoise_strength) if init_latents is not None else (steps, 1.0)
     scheduler.set_timesteps(total, device=device)
-    start = total - steps
+    # ``scheduler.order`` model calls per step (2 for DPM++ SDE): skip whole steps of the schedule.
+    start = (total - steps) * scheduler.order
     timesteps = scheduler.timesteps[start:]
     sigmas = scheduler.sigmas[start:].float().cpu()
     if start and hasattr(scheduler, "set_begin_index"):
@@ -287,6 +289,8 @@ def denoise(parts: SDXLComponents, positive: PromptEmbeds, negative: PromptEmbed
     added = {"text_embeds": pooled, "time_ids": time_ids}
     faces = face_tokens(unet, image_embeds[0]) if adapters else None
 
+    # DPM++ 2M SDE draws from ``generator``; DPM++ SDE has its own seeded Brownian tree.
+    step_kwargs = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
     current_scales = None
     for i, t in enumerate(timesteps):
         sigma = float(sigmas[i])
@@ -304,7 +308,7 @@ def denoise(parts: SDXLComponents, positive: PromptEmbeds, negative: PromptEmbed
         if do_cfg:
             uncond, cond = noise_pred.chunk(2)
             noise_pred = uncond + guidance_scale * (cond - uncond)
-        latents = scheduler.step(noise_pred, t, latents, generator=generator, return_dict=False)[0]
+        latents = scheduler.step(noise_pred, t, latents, return_dict=False, **step_kwargs)[0]
         if on_step is not None:
             on_step(i + 1, len(timesteps))
     return latents
