@@ -7,8 +7,10 @@ Frames stream from the renderer through the post-processing into ffmpeg one batc
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
@@ -25,6 +27,7 @@ from ..common.timing import StageTimer
 from .align import CropInfo, load_lm3d
 from .animate import make_animation
 from .audio import audio_features
+from .batching import BatchSizes, measure_batch_sizes
 from .coeff_loader import (CoefficientNets, load_expnet, load_mapping_net, load_pose_vae, load_recon_net,
                            read_bundle)
 from .coefficients import blink_schedule, generated_coefficients
@@ -49,20 +52,21 @@ ENHANCER_DETECTION_THRESHOLD = 0.97
 ENHANCER_MIN_EYE_DISTANCE = 5.0
 # Upstream's size rounding is ffmpeg's scale filter, bicubic by default (§5.7 step 4, §11 point 2).
 STRETCH = cv2.INTER_CUBIC
+COMPILE_ENV = "FACEFOUNDRY_SADTALKER_COMPILE"
 
 
 @dataclass(frozen=True)
 class SadTalkerSettings:
-    """Batch sizes. ``render_batch_size`` None: 8 frames per renderer call on CPU, 32 on CUDA
-    (frames are independent, §5.6 step 6, so this only trades memory for speed)."""
+    """Batch sizes (None: ``batching.BatchSizes``' rule, from free memory on CUDA) and whether the
+    renderer's per-frame pass goes through ``torch.compile`` (env ``FACEFOUNDRY_SADTALKER_COMPILE=1``)."""
 
     render_batch_size: int | None = None
-    enhance_batch_size: int = 8
+    enhance_batch_size: int | None = None
+    compile_renderer: bool = False
 
-    def frames_per_batch(self, device: str) -> int:
-        if self.render_batch_size is not None:
-            return self.render_batch_size
-        return 32 if device.startswith("cuda") else 8
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] = os.environ) -> "SadTalkerSettings":
+        return cls(compile_renderer=environ.get(COMPILE_ENV, "").strip().lower() in ("1", "true", "yes", "on"))
 
 
 @dataclass
@@ -155,18 +159,21 @@ class SadTalkerPipeline:
         "parser": "facexlib.parsenet",
     }
 
-    def __init__(self, models: SadTalkerModels, report: list[dict], device: str = "cpu",
-                 settings: SadTalkerSettings = SadTalkerSettings(), max_audio_seconds: float = math.inf):
+    def __init__(self, models: SadTalkerModels, report: list[dict], batches: BatchSizes,
+                 max_audio_seconds: float = math.inf):
         self.models = models
         self.report = report
-        self.device = device
-        self.settings = settings
+        self.batches = batches
+        self.device = batches.device
         self.max_audio_seconds = max_audio_seconds
 
     @classmethod
-    def load(cls, options: LoadOptions, settings: SadTalkerSettings = SadTalkerSettings()) -> "SadTalkerPipeline":
+    def load(cls, options: LoadOptions, settings: SadTalkerSettings | None = None) -> "SadTalkerPipeline":
         """Both bundles at load (fp32; reduced precision is not measured against the fixtures, §6),
-        so no request waits for a 725 MB read and a missing file fails at start-up."""
+        so no request waits for a 725 MB read and a missing file fails at start-up. On CUDA the
+        renderer and enhancer then run once on blank input to size their batches (and to compile
+        a compiled renderer before the first request)."""
+        settings = SadTalkerSettings.from_environ() if settings is None else settings
         paths, report = locate_components(SLUG, list(cls.FILES.values()), options)
         path = {role: paths[entry] for role, entry in cls.FILES.items()}
         device = options.device
@@ -176,7 +183,10 @@ class SadTalkerPipeline:
             coeff = CoefficientNets(load_expnet(path[size], bundle).to(device),
                                     load_pose_vae(path[size], bundle).to(device),
                                     load_recon_net(path[size], bundle).to(device))
-            bundles[size] = SizeModels(coeff=coeff, render=load_render_networks(path[size], bundle, device))
+            render = load_render_networks(path[size], bundle, device)
+            if settings.compile_renderer:
+                render.generator.render = torch.compile(render.generator.render)
+            bundles[size] = SizeModels(coeff=coeff, render=render)
         parser = load_parsenet(path["parser"], device)
         models = SadTalkerModels(
             bundles=bundles,
@@ -185,9 +195,11 @@ class SadTalkerPipeline:
             detector=load_retinaface(path["detector"], device),
             fan=load_fan(path["fan"], device),
             lm3d=load_lm3d(path["lm3d"].parent),
-            enhancer=FaceEnhancer(load_gfpgan(path["gfpgan"], device), parser, settings.enhance_batch_size),
+            enhancer=FaceEnhancer(load_gfpgan(path["gfpgan"], device), parser),
         )
-        return cls(models, report, device, settings, options.max_audio_seconds)
+        batches = measure_batch_sizes({size: b.render for size, b in bundles.items()}, models.mapping[True],
+                                      models.enhancer, device, settings.render_batch_size, settings.enhance_batch_size)
+        return cls(models, report, batches, options.max_audio_seconds)
 
     def components(self) -> list[dict]:
         return self.report
@@ -209,7 +221,8 @@ class SadTalkerPipeline:
 
         with torch.inference_mode(), stats.timed("audio"):
             indiv_mels, num_frames = audio_features(self.checked_samples(audio))
-        total = STAGES_BEFORE_RENDER + math.ceil(num_frames / self.settings.frames_per_batch(self.device))
+        frames_per_batch = self.batches.render(request.image_size)
+        total = STAGES_BEFORE_RENDER + math.ceil(num_frames / frames_per_batch)
         report_progress(progress, 1, total)
         with torch.inference_mode(), stats.timed("source"):
             source = analyse_source(self.models.detector, self.models.fan, nets.coeff.recon_net, self.models.lm3d,
@@ -221,6 +234,7 @@ class SadTalkerPipeline:
 
         plan = FramePlan.for_request(request, source.crop_info, image.shape)
         frames = self.output_frames(nets.render, source, generated, request, plan, image, streams, stats,
+                                    frames_per_batch,
                                     lambda batch: report_progress(progress, STAGES_BEFORE_RENDER + batch, total))
         start = time.perf_counter()
         video = encode_mp4(frames, plan.output_size, audio.samples, audio.sample_rate, num_frames)
@@ -252,26 +266,29 @@ class SadTalkerPipeline:
         mels = torch.from_numpy(indiv_mels).to(device)
         coeff = torch.from_numpy(source_coeff).to(device)
         blink = torch.from_numpy(blink_schedule(len(indiv_mels), streams.blink)).to(device)
-        exp = nets.expnet.expression_sequence(mels, coeff[COEFF_EXP], blink).float().cpu().numpy()
+        frames_per_batch = self.batches.audio()
+        exp = nets.expnet.expression_sequence(mels, coeff[COEFF_EXP], blink, frames_per_batch).float().cpu().numpy()
         if request.still:
             pose = np.repeat(source_coeff[None, COEFF_POSE], len(indiv_mels), axis=0)
         else:
             z = nets.pose_vae.draw_noise(len(indiv_mels), streams.pose).to(device)
-            pose = nets.pose_vae.pose_sequence(mels, coeff[COEFF_POSE], request.pose_style, z).float().cpu().numpy()
+            pose = nets.pose_vae.pose_sequence(mels, coeff[COEFF_POSE], request.pose_style, z,
+                                               frames_per_batch).float().cpu().numpy()
         return generated_coefficients(exp, pose)
 
     def output_frames(self, render: RenderNetworks, source: SourceFace, generated: np.ndarray, request: Params,
                       plan: FramePlan, image: np.ndarray, streams: RequestStreams,
-                      stats: RunStats, batch_done: Callable[[int], None]) -> Iterator[np.ndarray]:
-        """Final frames in order, one renderer batch at a time (§5.6-§5.11); ``batch_done(n)`` after
-        the n-th batch's frames went to the encoder."""
+                      stats: RunStats, frames_per_batch: int,
+                      batch_done: Callable[[int], None]) -> Iterator[np.ndarray]:
+        """Final frames in order, ``frames_per_batch`` per renderer call (§5.6-§5.11); ``batch_done(n)``
+        after the n-th batch's frames went to the encoder."""
         full_frame = is_full_frame(request.preprocess)
         batch = facerender_inputs(source.coeff, generated, source.picture, request.expression_scale, full_frame,
                                   request.still)
         device = self.device
         renders = make_animation(batch.source_image.to(device), batch.source_semantics.to(device),
                                  batch.target_semantics.to(device), render.kp_detector, self.models.mapping[full_frame],
-                                 render.generator, self.settings.frames_per_batch(device))
+                                 render.generator, frames_per_batch)
         for batch_index in itertools.count(1):
             with torch.inference_mode(), stats.timed("render"):
                 prediction = next(renders, None)
@@ -302,4 +319,5 @@ class SadTalkerPipeline:
             kps.append([lm for lm in faces.landmarks
                         if np.linalg.norm(lm[0] - lm[1]) >= ENHANCER_MIN_EYE_DISTANCE])
         stats.enhanced_faces += sum(len(k) for k in kps)
-        return self.models.enhancer.enhance(frames, kps, generator, upscale=ENHANCER_UPSCALE)
+        enhancer = dataclasses.replace(self.models.enhancer, batch_size=self.batches.enhance())
+        return enhancer.enhance(frames, kps, generator, upscale=ENHANCER_UPSCALE)
