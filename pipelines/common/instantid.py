@@ -330,3 +330,17 @@ def decode(vae, latents: torch.Tensor) -> list[np.ndarray]:
                         return_dict=False)[0]
     pixels = ((pixels.float() / 2 + 0.5).clamp(0, 1) * 255.0).round().to(torch.uint8)
     return [p.permute(1, 2, 0).cpu().numpy() for p in pixels]
+
+
+@torch.no_grad()
+def encode(vae, images: list[np.ndarray]) -> torch.Tensor:
+    """float32 latents (B, 4, H/8, W/8) of same-sized uint8 HWC RGB images (img2img passes:
+    consistent-character's refine and eye detailers, §3.3). The latent is the posterior mean."""
+    side = max(images[0].shape[:2])
+    if side > VAE_TILING_ABOVE:
+        vae.enable_tiling()
+    else:
+        vae.disable_tiling()
+    pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    posterior = vae.encode(pixels.to(device=vae.device, dtype=vae.dtype)).latent_dist
+    return posterior.mode().float() * vae.config.scaling_factor
