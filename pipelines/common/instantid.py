@@ -106,6 +106,17 @@ def dpmpp_2m_sde_karras(config: dict[str, Any] | None = None):
     )
 
 
+def dpmpp_sde_karras(config: dict[str, Any] | None = None, seed: int = 0):
+    """ComfyUI's ``dpmpp_sde`` + ``karras`` (§4.3, consistent-character): two model calls per step,
+    noise from a Brownian tree seeded with ``seed`` (needs torchsde)."""
+    from diffusers import DPMSolverSDEScheduler
+
+    base = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+            "beta_schedule": "scaled_linear", "prediction_type": "epsilon"}
+    return DPMSolverSDEScheduler.from_config({**base, **(config or {})}, use_karras_sigmas=True,
+                                             noise_sampler_seed=seed)
+
+
 @dataclass
 class SDXLComponents:
     """The shared runtime: ``pipe`` (an SDXL diffusers pipeline whose UNet carries the adapters),
