@@ -3,9 +3,11 @@
 ``full``: every learned torch module at its OFFICIAL configuration, in its OFFICIAL file format and
 key layout (shared/parity/README.md §6), filled by the parity weight rule (``detweights.py``, read
 from the shared folder at run time) applied to the module manifests of shared/parity. The timings
-of a network depend on its shapes, not its values, so these files time like the real ones. Files
-that have no full-size deterministic source here (the insightface ONNX files, the SDXL parts, the
-3-D mean-face ``.mat``) come from the tiny profile, and ``BENCH_WEIGHTS.json`` in the directory says
+of a network depend on its shapes, not its values, so these files time like the real ones. With
+``full_sdxl`` the SDXL base folder and the Lightning LoRA are written at SDXL's real configurations
+with seeded random weights (``write_full_sdxl``, about 7 GB; meant for a GPU run). Files that have no
+full-size source here (the insightface ONNX files, the 3-D mean-face ``.mat``, and the SDXL parts
+without ``full_sdxl``) come from the tiny profile, and ``BENCH_WEIGHTS.json`` in the directory says
 which are which.
 
 Both directories are built once and kept under the cache folder (``$FACEFOUNDRY_BENCH_CACHE``, else
@@ -23,13 +25,14 @@ from typing import Callable, Mapping
 
 import torch
 
+from pipelines import registry
 from pipelines.common.checkpoint import config_sidecar, to_tensors
+from pipelines.common.tiny_sdxl import lightning_lora_state, write_tokenizer
 from pipelines.weights import PROFILE_FILE
 from pipelines.weights.manifest import load_manifest
 from pipelines.weights.tiny import write_tiny_profile
 
 REPO = Path(__file__).resolve().parents[1]
-BENCH_SLUGS = ("expression-editor", "faceswap-v4", "sadtalker")
 # Weight seed of the full profile (any seed times the same; 0 is the one every fixture folder has).
 WEIGHT_SEED = 0
 MARKER = "BENCH_WEIGHTS.json"
@@ -124,29 +127,111 @@ FULL_SIZE_WRITERS: dict[str, Callable[[Path], None]] = {
 }
 
 
-def tiny_weights_dir(root: Path | None = None) -> Path:
-    """The tiny profile for the three benchmarked endpoints, written once."""
+# stabilityai/stable-diffusion-xl-base-1.0's component configurations (its unet/, vae/, text_encoder/,
+# text_encoder_2/ and scheduler/ config files): CLIP ViT-L/14 and OpenCLIP ViT-bigG/14 text encoders.
+SDXL_UNET = {
+    "sample_size": 128, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
+    "block_out_channels": (320, 640, 1280), "attention_head_dim": (5, 10, 20), "cross_attention_dim": 2048,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    "transformer_layers_per_block": (1, 2, 10), "use_linear_projection": True,
+    "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
+    "projection_class_embeddings_input_dim": 2816,
+}
+SDXL_VAE = {
+    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2, "sample_size": 1024,
+    "block_out_channels": (128, 256, 512, 512), "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4, "scaling_factor": 0.13025, "force_upcast": True,
+}
+SDXL_TEXT_ENCODER = {
+    "hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12, "num_hidden_layers": 12,
+    "hidden_act": "quick_gelu", "projection_dim": 768, "vocab_size": 49408, "max_position_embeddings": 77,
+    "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1,
+}
+SDXL_TEXT_ENCODER_2 = {
+    **SDXL_TEXT_ENCODER, "hidden_size": 1280, "intermediate_size": 5120, "num_attention_heads": 20,
+    "num_hidden_layers": 32, "hidden_act": "gelu", "projection_dim": 1280,
+}
+SDXL_SCHEDULER = {
+    "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000,
+    "prediction_type": "epsilon", "steps_offset": 1, "timestep_spacing": "leading", "interpolation_type": "linear",
+}
+# SDXL-Lightning's LoRA rank is not recorded here; a LoRA adds two thin matmuls per projection, a small
+# part of the UNet's time at any rank up to this one.
+LIGHTNING_RANK = 64
+SDXL_FOLDER = "sdxl.base."
+SDXL_LORA = "sdxl.lightning_8step_lora"
+
+
+def write_full_sdxl(model_dir: Path, lora_path: Path, device: str = "cpu") -> None:
+    """The SDXL base folder (fp16 variant files, as the manifest installs them) and a Lightning LoRA
+    in kohya layout, at the real configurations with seeded random weights. Built on ``device``
+    (initialising 3.5 B parameters is much faster on a GPU), written through a temporary folder."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLInpaintPipeline, UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(WEIGHT_SEED)
+    with torch.device(device):
+        pipe = StableDiffusionXLInpaintPipeline(
+            vae=AutoencoderKL(**SDXL_VAE), unet=UNet2DConditionModel(**SDXL_UNET),
+            text_encoder=CLIPTextModel(CLIPTextConfig(**SDXL_TEXT_ENCODER)),
+            text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**SDXL_TEXT_ENCODER_2)),
+            tokenizer=None, tokenizer_2=None, scheduler=EulerDiscreteScheduler(**SDXL_SCHEDULER))
+    partial = model_dir.with_name(model_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    pipe.to(torch.float16).save_pretrained(str(partial), safe_serialization=True, variant="fp16")
+    for sub in ("tokenizer", "tokenizer_2"):
+        write_tokenizer(partial / sub)
+    index = json.loads((partial / "model_index.json").read_text())
+    index["tokenizer"] = index["tokenizer_2"] = ["transformers", "CLIPTokenizer"]
+    (partial / "model_index.json").write_text(json.dumps(index, indent=2))
+    shutil.rmtree(model_dir, ignore_errors=True)
+    partial.replace(model_dir)
+    lora_path.parent.mkdir(parents=True, exist_ok=True)
+    lora_partial = lora_path.with_name(lora_path.name + ".partial")
+    save_file({k: v.to(torch.float16).contiguous().cpu() for k, v in
+               lightning_lora_state(pipe.unet, rank=LIGHTNING_RANK, seed=WEIGHT_SEED).items()}, str(lora_partial))
+    lora_partial.replace(lora_path)
+
+
+def is_sdxl(entry_id: str) -> bool:
+    return entry_id.startswith(SDXL_FOLDER) or entry_id == SDXL_LORA
+
+
+def tiny_weights_dir(root: Path | None = None, slugs: list[str] | None = None) -> Path:
+    """The tiny profile for ``slugs`` (default: every built endpoint), written once."""
+    slugs = registry.built_slugs() if slugs is None else slugs
     dest = (root or cache_root()) / "tiny"
     marker = dest / PROFILE_FILE
-    if not marker.is_file() or set(json.loads(marker.read_text())["pipelines"]) != set(BENCH_SLUGS):
-        write_tiny_profile(dest, list(BENCH_SLUGS))
+    if not marker.is_file() or not set(slugs) <= set(json.loads(marker.read_text())["pipelines"]):
+        write_tiny_profile(dest, list(slugs))
     return dest
 
 
-def full_weights_dir(slug: str, root: Path | None = None) -> Path:
-    """Full size, deterministic weights, for ``slug`` (other endpoints' files are added when benched)."""
+def full_weights_dir(slug: str, root: Path | None = None, full_sdxl: bool = False, device: str = "cpu") -> Path:
+    """Full size, deterministic weights, for ``slug`` (other endpoints' files are added when benched);
+    ``full_sdxl``: SDXL at its real size too (a directory of its own, built on ``device``)."""
     root = root or cache_root()
     tiny = tiny_weights_dir(root)
-    dest = root / f"full-seed{WEIGHT_SEED}"
+    dest = root / f"full-seed{WEIGHT_SEED}{'-sdxl' if full_sdxl else ''}"
     manifest = load_manifest()
     entries = [e for e in manifest.for_pipeline(slug) if (tiny / e.dest).is_file() or e.id in FULL_SIZE_WRITERS]
     record_path = dest / MARKER
     record = json.loads(record_path.read_text()) if record_path.is_file() else {"full": [], "tiny": []}
+    sdxl = {e.id: e for e in entries if is_sdxl(e.id)} if full_sdxl else {}
+    if sdxl and not all((dest / e.dest).is_file() for e in sdxl.values()):
+        print(f"bench: writing SDXL base and the Lightning LoRA (real configs, random weights, on {device})",
+              flush=True)
+        write_full_sdxl((dest / manifest[SDXL_FOLDER + "model_index"].dest).parent, dest / manifest[SDXL_LORA].dest,
+                        device)
     for entry in entries:
         path = dest / entry.dest
         path.parent.mkdir(parents=True, exist_ok=True)
         writer = FULL_SIZE_WRITERS.get(entry.id)
-        if writer is not None:
+        if entry.id in sdxl:
+            _add(record.setdefault("full_random", []), entry.id)
+        elif writer is not None:
             if not path.is_file():
                 print(f"bench: writing {entry.dest} (official size, deterministic weights)", flush=True)
                 writer(path)
@@ -166,13 +251,15 @@ def full_weights_dir(slug: str, root: Path | None = None) -> Path:
 
 
 def profile_files(weights_dir: Path, slug: str) -> dict[str, str]:
-    """Manifest id -> "full (deterministic)", "tiny" or "installed" for the files ``slug`` finds in
-    ``weights_dir`` (a bench-built full directory, a tiny profile, or real downloaded weights)."""
+    """Manifest id -> "full (deterministic)", "full (seeded random)", "tiny" or "installed" for the files
+    ``slug`` finds in ``weights_dir`` (a bench-built full directory, a tiny profile, or real weights)."""
     present = [e.id for e in load_manifest().for_pipeline(slug) if (weights_dir / e.dest).is_file()]
     marker = weights_dir / MARKER
     if marker.is_file():
-        full = set(json.loads(marker.read_text())["full"])
-        return {i: "full (deterministic)" if i in full else "tiny" for i in present}
+        record = json.loads(marker.read_text())
+        full, random = set(record["full"]), set(record.get("full_random", []))
+        return {i: "full (deterministic)" if i in full else "full (seeded random)" if i in random else "tiny"
+                for i in present}
     label = "tiny" if (weights_dir / PROFILE_FILE).is_file() else "installed"
     return {i: label for i in present}
 
