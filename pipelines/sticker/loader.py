@@ -43,6 +43,9 @@ ROLES = {
     "detector": "insightface.antelopev2.scrfd_10g_bnkps",
     "recognizer": "insightface.antelopev2.glintr100",
 }
+# upscale=true only (not required by the manifest): ESRGAN file and the DreamShaper 8 folder.
+UPSCALE_ROLES = {"esrgan": "upscaler.4x_animesharp", "sd15": "dreamshaper_8.model_index"}
+UPSCALE_FOLDER_PREFIX = "dreamshaper_8."
 # Files read through their folder (configs, tokenizers) rather than opened by role.
 FOLDER_PREFIXES = ("sdxl.base.", "instantid.controlnet.config", "clip_vit_h.image_encoder.config",
                    "controlnet.zoe_depth_sdxl.config", "zoe_depth.nyu.")

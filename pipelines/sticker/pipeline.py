@@ -6,7 +6,8 @@ Data flow: largest face (antelopev2 SCRFD) → raw glintr100 embedding → Insta
 whole photo (noised-copy negative) → prompt templates, ComfyUI-weighted → 20 steps of DPM++ 2M SDE
 Karras with IdentityNet (face-token context) + depth ControlNet 0.2 (σ-gated to 70 %), InstantID
 attention, plus-face 0.2 (σ-gated to 20 %), CFG = ``prompt_strength`` (the original ignores it; we
-honour it, §0 item 4) → VAE decode → [upscale] → background removal → RGBA.
+honour it, §0 item 4) → VAE decode → [4x ESRGAN, tiled SD1.5 img2img at 2x] → background removal
+→ RGBA.
 """
 from __future__ import annotations
 
@@ -15,7 +16,15 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from pipelines.base import InputError, LoadOptions, PipelineResult, Progress, report_progress
+from pipelines.base import (
+    InputError,
+    LicenceRefused,
+    LoadOptions,
+    PipelineResult,
+    Progress,
+    WeightsMissing,
+    report_progress,
+)
 from pipelines.common.component_files import locate_components, torch_dtype
 from pipelines.common.control_hint import fit_hint
 from pipelines.common.face_types import Face, largest_face
@@ -33,8 +42,16 @@ from pipelines.common.timing import StageTimer
 from pipelines.weights.manifest import load_manifest
 
 from . import config
-from .loader import FOLDER_PREFIXES, ROLES, StickerComponents, load_components
+from .loader import (
+    FOLDER_PREFIXES,
+    ROLES,
+    UPSCALE_FOLDER_PREFIX,
+    UPSCALE_ROLES,
+    StickerComponents,
+    load_components,
+)
 from .params import Params
+from .upscale import TiledUpscaler
 
 SLUG = "face-to-sticker"
 # detect+embed, conditioning, denoise, decode, background: where a cancelled job stops.
@@ -45,10 +62,15 @@ class FaceToStickerPipeline:
     name = SLUG
     params_type = Params
 
-    def __init__(self, components: StickerComponents, report: list[dict], device: str = "cpu"):
+    def __init__(self, components: StickerComponents, report: list[dict], device: str = "cpu",
+                 upscaler: TiledUpscaler | None = None, upscale_unavailable: Exception | None = None):
         self.c = components
         self.report = report
         self.device = device
+        self.upscaler = upscaler
+        # Why ``upscale=true`` cannot run (files not installed, or a licence not allowed), raised
+        # per request so that the endpoint itself stays up.
+        self.upscale_unavailable = upscale_unavailable
 
     @classmethod
     def load(cls, options: LoadOptions) -> "FaceToStickerPipeline":
@@ -56,8 +78,20 @@ class FaceToStickerPipeline:
         folder_files = [e.id for e in manifest.for_pipeline(SLUG) if e.required and e.id.startswith(FOLDER_PREFIXES)]
         paths, report = locate_components(SLUG, list(dict.fromkeys([*ROLES.values(), *folder_files])), options)
         files = {role: paths[entry] for role, entry in ROLES.items()}
-        components = load_components(files, options.device, torch_dtype(options.dtype, options.device))
-        return cls(components, report, options.device)
+        dtype = torch_dtype(options.dtype, options.device)
+        components = load_components(files, options.device, dtype)
+        upscaler, unavailable = None, None
+        upscale_ids = [*UPSCALE_ROLES.values(), *(e.id for e in manifest.for_pipeline(SLUG)
+                                                 if e.id.startswith(UPSCALE_FOLDER_PREFIX))]
+        try:
+            upscale_paths, upscale_report = locate_components(SLUG, list(dict.fromkeys(upscale_ids)), options)
+        except (WeightsMissing, LicenceRefused) as err:
+            unavailable = err
+        else:
+            upscaler = TiledUpscaler.load(upscale_paths[UPSCALE_ROLES["esrgan"]],
+                                          upscale_paths[UPSCALE_ROLES["sd15"]].parent, options.device, dtype)
+            report = report + upscale_report
+        return cls(components, report, options.device, upscaler, unavailable)
 
     def components(self) -> list[dict]:
         return self.report
@@ -108,8 +142,13 @@ class FaceToStickerPipeline:
         report_progress(progress, 3, STAGES)
         with timer.stage("decode"):
             sticker = decode(sdxl.pipe.vae, latents)[0]
+        if params.upscale:
+            if self.upscaler is None:
+                raise self.upscale_unavailable
+            with timer.stage("upscale"):
+                sticker = self.upscaler.upscale(sticker, params.upscale_steps, seed)
         report_progress(progress, 4, STAGES)
         with timer.stage("remove_background"):
             rgba = self.c.background.remove(sticker)
         report_progress(progress, 5, STAGES)
-        return PipelineResult(images=[rgba], info={"timings": timer.seconds, "size": [width, height]})
+        return PipelineResult(images=[rgba], info={"timings": timer.seconds, "size": list(rgba.shape[1::-1])})

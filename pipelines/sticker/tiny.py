@@ -5,7 +5,8 @@ official file: the AlbedoBase stand-in as a single-file ldm checkpoint (against 
 SDXL configs), the StickersRedmond LoRA in kohya layout, InstantID's ``ip-adapter.bin`` as a
 nested ``torch.save`` dict, plus-face as a flat fp16 ``.safetensors``, the ControlNets, CLIP-H and
 Zoe depth as their diffusers / transformers folders, RMBG-1.4 as a plain ``model.pth`` state dict
-with its small configuration in a ``.config.json`` sidecar. antelopev2 comes from the shared hook.
+with its small configuration in a ``.config.json`` sidecar, 4x-AnimeSharp in the original ESRGAN
+key layout, DreamShaper 8 as its diffusers folder. antelopev2 comes from the shared hook.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from pipelines.common.checkpoint import write_config_sidecar
 from pipelines.common.tiny_sdxl import (
     CROSS_ATTENTION_DIM,
     build_tiny_inpaint_pipeline,
+    tiny_vae_config,
+    write_tokenizer,
     ip_adapter_attention_state,
     lightning_lora_state,
     resampler_state,
@@ -29,6 +32,7 @@ from pipelines.common.tiny_sdxl import (
 from pipelines.weights.manifest import load_manifest
 
 from .isnet import ISNet
+from .rrdbnet import RRDBNet, esrgan_state
 
 CLIP_VISION_WIDTH = 32
 RESAMPLER_WIDTH = 64
@@ -37,6 +41,9 @@ FACE_TOKENS = 16
 CONTROLNET_HINT_CHANNELS = (8, 16, 16, 16)
 ISNET_TINY = {"in_ch": 3, "out_ch": 1, "width": 8}
 ZOE_PROCESSOR_SIDE = 64
+ESRGAN_TINY = {"features": 8, "blocks": 2, "growth": 4}
+SD15_TEXT_WIDTH = 32
+SD15_VAE_SCALING = 0.18215
 
 
 def _dest(dest: Path, entry: str) -> Path:
@@ -95,6 +102,36 @@ def write_rmbg(path: Path) -> None:
     write_config_sidecar(path, ISNET_TINY)
 
 
+def write_esrgan(path: Path) -> None:
+    torch.manual_seed(0)
+    torch.save(esrgan_state(RRDBNet(**ESRGAN_TINY)), str(path))
+
+
+def write_sd15(folder: Path) -> None:
+    """A DreamShaper-8-shaped SD1.5 diffusers folder (4-level VAE: 8x latents as the real one)."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionImg2ImgPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=64, in_channels=4, out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=SD15_TEXT_WIDTH, attention_head_dim=4, norm_num_groups=16)
+    vae = AutoencoderKL(**{**tiny_vae_config(), "scaling_factor": SD15_VAE_SCALING, "force_upcast": False})
+    text = CLIPTextModel(CLIPTextConfig(bos_token_id=514, eos_token_id=515, hidden_size=SD15_TEXT_WIDTH,
+                                        intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                                        pad_token_id=515, vocab_size=516, hidden_act="quick_gelu"))
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       steps_offset=1)
+    pipe = StableDiffusionImg2ImgPipeline(vae=vae, text_encoder=text, tokenizer=None, unet=unet, scheduler=scheduler,
+                                          safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    write_tokenizer(folder / "tokenizer")
+    index = json.loads((folder / "model_index.json").read_text())
+    index["tokenizer"] = ["transformers", "CLIPTokenizer"]
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+
+
 def write_tiny(dest: Path) -> None:
     dest = Path(dest)
     pipe = build_tiny_inpaint_pipeline(seed=1)
@@ -113,3 +150,5 @@ def write_tiny(dest: Path) -> None:
     write_clip_vision(_dest(dest, "clip_vit_h.image_encoder").parent)
     write_zoe_depth(_dest(dest, "zoe_depth.nyu").parent)
     write_rmbg(_dest(dest, "rmbg_1.4"))
+    write_esrgan(_dest(dest, "upscaler.4x_animesharp"))
+    write_sd15(_dest(dest, "dreamshaper_8.model_index").parent)
