@@ -7,23 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-import time
-import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from server.auth import Gatekeeper, KeyStore
 from server.datafiles import secure_data_paths
 from server.docs import install_offline_docs
-from server.errors import error_response, install_error_handlers
-from server.jobs import Engine
+from server.engine import Engine
+from server.errors import install_error_handlers
 from server.media import MediaLoader
 from server.metrics import Metrics
+from server.middleware import RequestContext
 from server.routes import build_router
 from server.settings import Settings
 
@@ -48,8 +46,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = Engine(settings, gatekeeper, metrics)
         app.state.engine = engine
         engine.start()
-        if settings.preload:
-            threading.Thread(target=engine.preload, name="preload", daemon=True).start()
         sweeper = asyncio.create_task(_sweep_forever(engine, settings))
         try:
             yield
@@ -70,32 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_api_route("/playground", playground_redirect, include_in_schema=False)
     app.mount("/playground", StaticFiles(directory=PLAYGROUND_DIR, html=True), name="playground")
 
-    @app.middleware("http")
-    async def account_and_measure(request: Request, call_next):
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except Exception as exc:
-            log.error("unhandled error on %s", request.url.path, exc_info=exc)
-            response = error_response(500, "internal server error")
-        route = request.scope.get("route")
-        label = getattr(route, "path", "unmatched")
-        metrics.requests.labels(label, request.method, str(response.status_code)).inc()
-        metrics.latency.labels(label, request.method).observe(time.perf_counter() - started)
-        caller = getattr(request.state, "caller", None)
-        if response.status_code == 200 and caller is not None:
-            # segmindapi reads X-remaining-credits on every 200 and crashes without it (§2.3).
-            headers = response.headers
-            if "x-remaining-credits" not in headers:
-                headers["X-remaining-credits"] = str(gatekeeper.remaining(caller))
-            if "x-request-id" not in headers:
-                headers["x-request-id"] = getattr(request.state, "request_id", None) or str(uuid.uuid4())
-            if "x-generation-time" not in headers:
-                headers["X-generation-time"] = "0.000"
-        if settings.weights == "tiny":
-            response.headers["x-weights-profile"] = "tiny"
-        return response
-
+    app.add_middleware(RequestContext, settings=settings, gatekeeper=gatekeeper, metrics=metrics)
     return app
 
 
@@ -106,7 +77,7 @@ def playground_redirect() -> RedirectResponse:
 
 
 async def _sweep_forever(engine: Engine, settings: Settings) -> None:
-    interval = min(60.0, settings.job_ttl_s / 4)
+    interval = min(60.0, settings.job_ttl_s / 4, (settings.idle_unload_s or 240.0) / 4)
     while True:
         await asyncio.sleep(interval)
         try:

@@ -194,15 +194,26 @@ class KeyStore:
             self._save()
             return entry
 
-    def debit(self, key_id: str, amount: float) -> float | None:
-        """Charge a successful call; returns the balance left (None: unlimited)."""
+    def reserve(self, key_id: str, amount: float) -> bool:
+        """Take ``amount`` from the balance if it is there (check and debit under one lock, so
+        concurrent calls cannot overdraw); True when taken or the key is unlimited."""
         with self._exclusive():
             entry = self._keys.get(key_id)
             if entry is None or entry.credits is None:
-                return None
+                return True
+            if entry.credits < amount:
+                return False
             entry.credits -= amount
             self._save()
-            return entry.credits
+            return True
+
+    def refund(self, key_id: str, amount: float) -> None:
+        """Give back a reservation whose call did not succeed."""
+        with self._exclusive():
+            entry = self._keys.get(key_id)
+            if entry is not None and entry.credits is not None:
+                entry.credits += amount
+                self._save()
 
 
 @dataclass(frozen=True)
@@ -284,16 +295,23 @@ class Gatekeeper:
             raise ApiError(406, INSUFFICIENT_CREDITS)
 
     def remaining(self, caller: Caller) -> float:
-        if caller.key_id is None:
+        return self.balance(caller.key_id)
+
+    def balance(self, key_id: str | None) -> float:
+        """The key's credits for X-remaining-credits (the unmetered figure when unlimited or no auth)."""
+        if key_id is None:
             return self.settings.unmetered_credits
-        entry = self.store.get(caller.key_id)
+        entry = self.store.get(key_id)
         if entry is None or entry.credits is None:
             return self.settings.unmetered_credits
         return entry.credits
 
-    def charge(self, key_id: str | None, cost: float) -> float:
-        """Debit a successful call and return the balance left for the response headers."""
-        if key_id is None:
-            return self.settings.unmetered_credits
-        left = self.store.debit(key_id, cost)
-        return self.settings.unmetered_credits if left is None else left
+    def reserve(self, caller: Caller, cost: float) -> None:
+        """Hold a call's cost before it is queued (406 when the balance cannot cover it); the
+        engine keeps it when the call succeeds and refunds it otherwise."""
+        if caller.key_id is not None and not self.store.reserve(caller.key_id, cost):
+            raise ApiError(406, INSUFFICIENT_CREDITS)
+
+    def refund(self, key_id: str | None, cost: float) -> None:
+        if key_id is not None:
+            self.store.refund(key_id, cost)

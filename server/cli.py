@@ -14,6 +14,8 @@ import importlib
 import logging
 import sys
 
+import uvicorn
+
 from server.settings import Settings
 
 # serve flag -> Settings field; a flag left out keeps the environment's value.
@@ -35,10 +37,13 @@ SERVE_FLAGS = {
     "--fetch-allow": ("fetch_allow", str),
     "--max-pixels": ("max_pixels", int),
     "--max-audio-seconds": ("max_audio_seconds", float),
+    "--idle-unload": ("idle_unload_s", float),
+    "--shutdown-grace": ("shutdown_grace_s", float),
+    "--log-format": ("log_format", str),
 }
 SERVE_SWITCHES = {
     "--no-auth": "no_auth",
-    "--preload": "preload",
+    "--lazy": "lazy",
     "--allow-noncommercial": "allow_noncommercial",
 }
 
@@ -80,14 +85,14 @@ def _describe(field: str) -> str:
 
 
 def serve(options: argparse.Namespace) -> int:
-    import uvicorn
-
     from server.app import create_app
+    from server.logs import configure_logging, quiet_third_party
 
     overrides = {field: getattr(options, field) for field, _ in SERVE_FLAGS.values()}
     overrides.update({field: getattr(options, field) for field in SERVE_SWITCHES.values()})
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    logging.basicConfig(level=options.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_third_party()
+    configure_logging(options.log_level, settings.log_format)
     log = logging.getLogger("facefoundry")
     if settings.no_auth:
         log.warning("auth is OFF: anyone who can reach %s:%s may use the API", settings.host, settings.port)
@@ -99,9 +104,29 @@ def serve(options: argparse.Namespace) -> int:
                         settings.keys_file)
     # proxy_headers=False: uvicorn would otherwise replace the peer address with X-Forwarded-For,
     # and the app decides itself which peers' forwarded headers to believe (trusted_proxies).
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=options.log_level,
-                proxy_headers=False)
+    # log_config=None keeps the one format configured above; timeout_graceful_shutdown bounds how
+    # long SIGTERM waits for open requests (the engine finishes their jobs meanwhile).
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=options.log_level,
+                            log_config=None, access_log=False, proxy_headers=False,
+                            timeout_graceful_shutdown=settings.shutdown_grace_s)
+    DrainingServer(config, app).run()
     return 0
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, telling the engine at SIGTERM/SIGINT to take no new jobs while the
+    requests already in flight (v1 clients waiting for their answer) are finished."""
+
+    def __init__(self, config: uvicorn.Config, app):
+        super().__init__(config)
+        self.app = app
+
+    def handle_exit(self, sig, frame) -> None:
+        engine = getattr(self.app.state, "engine", None)
+        if engine is not None:
+            engine.drain()
+        super().handle_exit(sig, frame)
 
 
 def manage_keys(options: argparse.Namespace) -> int:

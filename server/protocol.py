@@ -61,6 +61,13 @@ class SegmindRequest(BaseModel):
     # Seed values that mean "draw one at random", besides an omitted seed.
     RANDOM_SEEDS: ClassVar[tuple[int, ...]] = ()
 
+    # facefoundry extra (issue 12, "v2 extras"): called when a v2 job completes or fails.
+    webhook: str | None = Field(
+        None, description="facefoundry extra, v2 only: URL that receives a signed POST of the result when the job "
+        "completes or fails (X-Facefoundry-Signature: t=<unix>,v1=<HMAC-SHA256 of '<t>.<body>'>)",
+        json_schema_extra={"format": "uri"},
+    )
+
     def chosen_seed(self) -> int:
         """The seed the pipeline runs with; drawn like the originals, in [0, 2**32-1], when not given."""
         seed = getattr(self, "seed", None)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import time
 import uuid
 
@@ -12,13 +11,16 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import ValidationError
 
-from server.auth import Caller
-from server.errors import ApiError
-from server.jobs import COMPLETED, FAILED, Engine, Job
-from server.bodies import parse_json_object
 from pipelines import registry
+from server.auth import Caller
+from server.bodies import parse_json_object
+from server.engine import Engine, not_built_message
+from server.errors import ApiError
+from server.jobs import CANCELLED_MESSAGE, FAILED, Job, Outcome
 from server.protocol import ENDPOINTS, Endpoint, SegmindRequest, describe_validation_error, pipeline_params
+from server.results import job_body, request_urls
 from server.urls import public_base_url
+from server.webhooks import check_webhook_url
 
 ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
 ERROR_RESPONSES = {
@@ -29,13 +31,16 @@ ERROR_RESPONSES = {
         (403, "The key may not use this model"),
         (406, "Insufficient credits, or a body that is not JSON"),
         (413, "Body or input file too large"),
-        (429, "Rate limited (x-rate-limit-reset-at-utc) or queue full"),
+        (429, "Rate limited (x-rate-limit-reset-at-utc) or queue full (Retry-After)"),
         (500, "The pipeline failed"),
-        (503, "Weights not installed, pipeline unavailable, or out of GPU memory"),
+        (501, "The endpoint is not available in this version of facefoundry"),
+        (503, "Weights not installed, pipeline unavailable or loading, out of GPU memory, or shutting down (Retry-After)"),
         (504, "The request did not finish before its deadline"),
     )
 }
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+# How often a waiting v1 request checks whether its client is still connected.
+DISCONNECT_POLL_S = 0.25
 
 
 def engine_of(request: Request) -> Engine:
@@ -77,45 +82,72 @@ async def read_json_object(request: Request) -> dict:
 
 
 async def accept_job(request: Request, endpoint: Endpoint, persistent: bool) -> tuple[Job, SegmindRequest]:
-    """Everything before the queue: auth, limits, validation, media; then queue the job."""
+    """Everything before the queue: auth, limits, validation, readiness, media, credits; then queue
+    the job. The cost is reserved last, so every earlier refusal costs nothing."""
     settings = request.app.state.settings
     engine = engine_of(request)
+    gatekeeper = request.app.state.gatekeeper
     caller = authenticate(request)
     cost = settings.cost_of(endpoint.slug)
-    request.app.state.gatekeeper.admit(caller, endpoint.slug, cost)
+    gatekeeper.admit(caller, endpoint.slug, cost)
     body = await read_json_object(request)
     try:
         params = endpoint.request.model_validate(body)
     except ValidationError as exc:
         raise ApiError(400, describe_validation_error(endpoint.request, exc)) from None
-    engine.queue.ensure_room()
-    await run_in_threadpool(engine.ensure_loaded, endpoint.slug)
+    engine.check_accepting(endpoint.slug)
+    # A loading endpoint is waited for here, without holding a thread or another endpoint's queue.
+    await asyncio.wrap_future(engine.loaded(endpoint.slug))
+    webhook = params.webhook if persistent else None
+    if webhook:
+        await check_webhook_url(webhook, settings)
     raw, inputs = await request.app.state.media.load_inputs(endpoint, params)
     created = time.time()
+    given_id = request.state.request_id_given
     job = Job(
-        id=str(uuid.uuid4()), slug=endpoint.slug, seed=params.chosen_seed(),
-        params=pipeline_params(registry.params_class(endpoint.slug), params),
+        id=str(uuid.uuid4()) if given_id else request.state.request_id, slug=endpoint.slug,
+        seed=params.chosen_seed(), params=pipeline_params(registry.params_class(endpoint.slug), params),
         fmt=endpoint.output_format(params), quality=endpoint.output_quality(params),
-        key_id=caller.key_id, cost=cost, created=created,
-        deadline=created + settings.request_timeout_s, persistent=persistent, inputs=inputs,
+        key_id=caller.key_id, cost=cost, created=created, deadline=created + settings.request_timeout_s,
+        persistent=persistent, request_id=request.state.request_id, webhook=webhook,
+        public_base=public_base(request) if webhook else "", inputs=inputs,
     )
-    engine.submit(job, raw)
-    request.state.request_id = job.id
+    gatekeeper.reserve(caller, cost)
+    try:
+        engine.submit(job, raw)
+    except BaseException:
+        gatekeeper.refund(caller.key_id, cost)
+        raise
     return job, params
+
+
+async def outcome_of(request: Request, job: Job) -> Outcome:
+    """Wait for a v1 job; a client that disconnects or a deadline that passes abandons it (it is
+    dropped or stopped at its next stage boundary, and never charged)."""
+    engine = engine_of(request)
+    future = asyncio.wrap_future(job.future)
+    while True:
+        remaining = job.deadline - time.time()
+        if remaining <= 0:
+            future.cancel()
+            engine.abandon(job)
+            timeout = request.app.state.settings.request_timeout_s
+            raise ApiError(504, f"the request did not finish within {timeout:g} s")
+        done, _ = await asyncio.wait({future}, timeout=min(DISCONNECT_POLL_S, remaining))
+        if done:
+            return future.result()
+        if await request.is_disconnected():
+            future.cancel()
+            engine.abandon(job)
+            # Nobody reads this answer; nginx's 499 names the case in the access log.
+            raise ApiError(499, "the client closed the request")
 
 
 def make_v1_handler(endpoint: Endpoint):
     async def run_v1(request: Request):
         job, params = await accept_job(request, endpoint, persistent=False)
-        engine = engine_of(request)
-        try:
-            outcome = await asyncio.wait_for(asyncio.wrap_future(job.future), job.deadline - time.time())
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            engine.cancel(job)
-            timeout = request.app.state.settings.request_timeout_s
-            raise ApiError(504, f"the request did not finish within {timeout:g} s") from None
+        outcome = await outcome_of(request, job)
         headers = {
-            "x-request-id": job.id,
             "X-remaining-credits": str(outcome.remaining_credits),
             "X-generation-time": f"{outcome.inference_time:.3f}",
             "x-seed-value": str(outcome.seed),
@@ -130,61 +162,21 @@ def make_v1_handler(endpoint: Endpoint):
     return run_v1
 
 
-def request_urls(base: str, job_id: str) -> dict[str, str]:
-    return {
-        "poll_url": f"{base}/v1/requests/{job_id}",
-        "status_url": f"{base}/v2/requests/{job_id}/status",
-        "response_url": f"{base}/v2/requests/{job_id}",
-    }
-
-
 def make_v2_handler(endpoint: Endpoint):
     async def submit_v2(request: Request):
         job, _ = await accept_job(request, endpoint, persistent=True)
         body = {"request_id": job.id, "status": "QUEUED", **request_urls(public_base(request), job.id)}
-        return JSONResponse(body, headers={"x-request-id": job.id, "x-seed-value": str(job.seed)})
+        return JSONResponse(body, headers={"x-seed-value": str(job.seed)})
 
     return submit_v2
 
 
-def failure_metrics(row: dict) -> dict:
-    started = row["started"] or row["finished"]
-    return {
-        "inference_time": round(row["finished"] - started, 3),
-        "queue_time": round(started - row["created"], 3),
-        "total_time": round(row["finished"] - row["created"], 3),
-    }
+def make_not_built_handler(slug: str):
+    async def not_built(request: Request):
+        """Answered before auth, rate limit and validation (issue 9, "Honest answers")."""
+        raise ApiError(501, not_built_message(slug))
 
-
-def job_body(request: Request, row: dict, full: bool) -> JSONResponse:
-    """The status (light) or result (full) body of a stored v2 job, Segmind's shape (§1, §6)."""
-    job_id = row["id"]
-    base = public_base(request)
-    if row["status"] == FAILED:
-        body = {"status": FAILED, "request_id": job_id, "error": row["error"], "metrics": failure_metrics(row)}
-        return JSONResponse(body, status_code=422)
-    if row["status"] != COMPLETED:
-        urls = request_urls(base, job_id)
-        return JSONResponse({"status": row["status"], "request_id": job_id, "status_url": urls["status_url"],
-                             "response_url": urls["response_url"], "metrics": {}})
-    result = json.loads(row["result"])
-    headers = {"x-seed-value": str(result["seed"]), "x-cost": str(result["metrics"]["cost"])}
-    if not full:
-        return JSONResponse({"status": COMPLETED, "request_id": job_id,
-                             "metrics": {"inference_time": result["metrics"]["inference_time"]}}, headers=headers)
-    files = [
-        {"url": f"{base}/outputs/{f['name']}" if "name" in f else f["data_uri"], "content_type": f["content_type"],
-         "file_name": f["file_name"], "file_size": f["file_size"]}
-        for f in result["files"]
-    ]
-    body = {"status": COMPLETED, "request_id": job_id, "output": files[0]["url"], "seed": result["seed"]}
-    if result["kind"] == "video":
-        body["video"] = {"url": files[0]["url"], "content_type": files[0]["content_type"],
-                         "file_name": files[0]["file_name"], "file_size": files[0]["file_size"]}
-    else:
-        body["images"] = files
-    body["metrics"] = result["metrics"]
-    return JSONResponse(body, headers=headers)
+    return not_built
 
 
 def stored_job(request: Request, request_id: str) -> dict:
@@ -193,13 +185,21 @@ def stored_job(request: Request, request_id: str) -> dict:
     # Another key's job is answered exactly like an unknown one.
     if row is None or (caller.key_id is not None and row["key_id"] != caller.key_id):
         raise ApiError(404, f"Request {request_id} not found")
-    request.state.request_id = request_id
     return row
+
+
+def stored_job_response(request: Request, request_id: str, full: bool) -> JSONResponse:
+    status, body, headers = job_body(stored_job(request, request_id), public_base(request), full)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def build_router(enabled: list[str]) -> APIRouter:
     router = APIRouter()
     for slug in enabled:
+        if not registry.is_built(slug):
+            for path in (f"/v1/{slug}", f"/v2/{slug}", f"/{slug}"):
+                router.add_api_route(path, make_not_built_handler(slug), methods=["POST"], include_in_schema=False)
+            continue
         endpoint = ENDPOINTS[slug]
         body_schema = {"requestBody": {"required": True, "content": {
             "application/json": {"schema": endpoint.request.model_json_schema()}}}}
@@ -224,17 +224,29 @@ def build_router(enabled: list[str]) -> APIRouter:
     @router.get("/v2/requests/{request_id}/status", tags=["Requests"], responses=ERROR_RESPONSES)
     async def request_status(request: Request, request_id: str):
         """QUEUED / PROCESSING / COMPLETED; FAILED comes with HTTP 422 and the error."""
-        return job_body(request, stored_job(request, request_id), full=False)
+        return stored_job_response(request, request_id, full=False)
 
     @router.get("/v2/requests/{request_id}", tags=["Requests"], responses=ERROR_RESPONSES)
     async def request_result(request: Request, request_id: str):
         """The full result: `output`, `images` (or `video`) and `metrics`."""
-        return job_body(request, stored_job(request, request_id), full=True)
+        return stored_job_response(request, request_id, full=True)
 
     @router.get("/v1/requests/{request_id}", tags=["Requests"], responses=ERROR_RESPONSES)
     async def request_result_v1(request: Request, request_id: str):
         """Alias of GET /v2/requests/{id} (Segmind's `poll_url`)."""
-        return job_body(request, stored_job(request, request_id), full=True)
+        return stored_job_response(request, request_id, full=True)
+
+    @router.post("/v2/requests/{request_id}/cancel", tags=["Requests"], responses=ERROR_RESPONSES)
+    async def request_cancel(request: Request, request_id: str):
+        """facefoundry extra: cancel a queued or running job; it is never charged. A queued job
+        ends at once (FAILED, "the request was cancelled"); a running one stops at its next
+        stage (202, PROCESSING until then). 409 when it has already finished."""
+        stored_job(request, request_id)
+        status = engine_of(request).cancel(request_id)
+        body = {"request_id": request_id, "status": status}
+        if status == FAILED:
+            return JSONResponse({**body, "error": CANCELLED_MESSAGE})
+        return JSONResponse(body, status_code=202)
 
     @router.get("/v1/get-user-credits", tags=["Account"], responses=ERROR_RESPONSES)
     async def user_credits(request: Request):
@@ -257,8 +269,10 @@ def build_router(enabled: list[str]) -> APIRouter:
 
     @router.get("/ready", tags=["Operations"])
     async def ready(request: Request):
-        """Per pipeline: loaded / not loaded / loading / missing weights / unavailable, and each
-        loaded component's licence. 503 while a pipeline is loading."""
+        """Per endpoint: loaded / loading / not loaded / unloaded (idle) / missing weights / licence
+        refused / unavailable / failed / not built, the device, dtype and onnxruntime providers in
+        use, and each loaded component's licence. 503, with `reasons`, while an enabled endpoint
+        cannot serve (loading, weights missing, licence refused, failed) or the server is stopping."""
         report = engine_of(request).readiness()
         return JSONResponse(report, status_code=200 if report["ready"] else 503)
 
@@ -268,6 +282,8 @@ def build_router(enabled: list[str]) -> APIRouter:
         return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4")
 
     async def unknown_model(request: Request, slug: str):
+        if slug in ENDPOINTS and not registry.is_built(slug):
+            raise ApiError(501, not_built_message(slug))
         authenticate(request)
         if slug in ENDPOINTS:
             raise ApiError(404, f"Model {slug} is not enabled on this server")

@@ -58,13 +58,28 @@ class Settings(BaseSettings):
         "full", description="Weights profile; `tiny` loads <weights_root>/tiny (random demo weights)."
     )
     device: CommaList = Field(["cpu"], description="Devices, comma separated (cuda:0,cuda:1); one worker each.")
-    dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="Model dtype on CUDA.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="Model dtype on CUDA; auto: float16 for the pipelines whose parity allows it, "
+        "float32 for the others (CPU always computes in float32)."
+    )
     allow_noncommercial: bool = Field(False, description="Allow components whose licence is non-commercial.")
     pipelines: CommaList = Field(list(PIPELINES), description="Enabled endpoints, comma separated.")
-    preload: bool = Field(False, description="Load every enabled pipeline at start instead of on first use.")
+    lazy: bool = Field(False, description="Load each pipeline on its first request instead of at start.")
+    idle_unload_s: float | None = Field(
+        None, gt=0, description="Unload a pipeline unused for this many seconds (frees its GPU memory); never when unset."
+    )
 
-    queue_max: int = Field(32, ge=1, description="Most jobs waiting in the queue (v1 and v2); more → 429.")
+    queue_max: int = Field(32, ge=1, description="Most jobs waiting per endpoint (v1 and v2); more → 429.")
     request_timeout_s: float = Field(300.0, gt=0, description="Per-request deadline; v1 answers 504 after it.")
+    shutdown_grace_s: float = Field(
+        30.0, ge=0, description="On SIGTERM: how long running jobs and waiting v1 requests may take to finish."
+    )
+    log_format: Literal["text", "json"] = Field("text", description="Server log lines: text or one JSON object each.")
+    webhook_secret: str | None = Field(
+        None, description="HMAC-SHA256 key that signs v2 webhook calls; webhooks are refused while unset."
+    )
+    webhook_max_attempts: int = Field(5, ge=1, description="Calls per webhook before giving up (1 s, 2 s, 4 s… apart).")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="Time limit of one webhook call.")
     job_store: Path = Field(Path("data/jobs.sqlite"), description="SQLite file of the v2 jobs.")
     outputs_dir: Path = Field(Path("data/outputs"), description="Where v2 results are kept.")
     store_outputs: bool = Field(True, description="Serve v2 results at /outputs/…; when off, data URIs.")

@@ -2,7 +2,8 @@
 BUILT and params_class).
 
 They honour the pipeline interface (pipelines/base.py) and misbehave on request, so the tests
-can drive every server path: a black image means "no face", a prompt "sleep:<s>" sleeps (calling
+can drive every server path: a ``<slug>.slow-load`` file next to the weights markers makes the load
+take that many seconds, a black image means "no face", a prompt "sleep:<s>" sleeps (calling
 ``progress`` every 0.05 s), "hang-once:<file>" hangs on its first run only, "crash" raises,
 "oom" raises a CUDA out-of-memory error. The built endpoints use their real ``Params``; the
 others get stand-ins with the fields these fakes read.
@@ -56,6 +57,9 @@ class FakePipeline:
         marker = options.weights_dir / f"{cls.name}.fake"
         if not marker.exists():
             raise WeightsMissing(cls.name, [marker.name])
+        slow = options.weights_dir / f"{cls.name}.slow-load"  # seconds the load takes
+        if slow.exists():
+            time.sleep(float(slow.read_text()))
         return cls(options)
 
     def components(self):

@@ -173,21 +173,30 @@ def test_out_of_memory_frees_memory_answers_503_and_keeps_serving(api):
 
 def test_missing_weights_and_missing_pipeline_are_503(tmp_path, monkeypatch):
     from pipelines import registry
+    from server import pool
 
     monkeypatch.setitem(registry.PIPELINES, "consistent-character", "pipelines.not_built_yet:Nothing")
-    with running(tmp_path) as server:
+    monkeypatch.setattr(pool, "LOAD_RETRY_FIRST_S", 0.5)
+    with running(tmp_path, lazy=True) as server:
         (server.settings.weights_dir / "expression-editor.fake").unlink()
         missing = post(server, "/v2/expression-editor", {"image": b64(FACE)})
-        assert missing.status_code == 503
+        assert missing.status_code == 503 and int(missing.headers["retry-after"]) >= 1
         assert missing.json() == {"error": "weights for expression-editor are not installed: "
                                            "run scripts/download_weights.py expression-editor"}
         absent = post(server, "/v1/consistent-character", {"subject": b64(FACE)})
         assert absent.status_code == 503
         assert absent.json()["error"].startswith("the consistent-character pipeline is not available")
-        ready = httpx.get(f"{server.url}/ready").json()["pipelines"]
-        assert ready["expression-editor"]["state"] == "missing weights"
-        assert ready["consistent-character"]["state"] == "unavailable"
+        ready = httpx.get(f"{server.url}/ready")
+        assert ready.status_code == 503 and "retry-after" in ready.headers
+        report = ready.json()
+        assert report["ready"] is False
+        assert report["pipelines"]["expression-editor"]["state"] == "missing weights"
+        assert report["pipelines"]["consistent-character"]["state"] == "unavailable"
+        assert "download_weights.py expression-editor" in report["reasons"]["expression-editor"]
         (server.settings.weights_dir / "expression-editor.fake").write_text("fake")
+        # The failure is remembered until its retry time (no reload storm), then the load is retried.
+        assert post(server, "/v1/expression-editor", {"image": b64(FACE)}).status_code == 503
+        time.sleep(0.6)
         assert post(server, "/v1/expression-editor", {"image": b64(FACE)}).status_code == 200
         assert httpx.get(f"{server.url}/ready").json()["pipelines"]["expression-editor"]["components"][0][
             "licence"] == "MIT"
