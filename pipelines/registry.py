@@ -20,7 +20,7 @@ BUILT: dict[str, bool] = {
     "expression-editor": True,
     "faceswap-v4": True,
     "sadtalker": True,
-    "face-to-sticker": False,
+    "face-to-sticker": True,
     "consistent-character": False,
 }
 
