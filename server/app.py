@@ -14,7 +14,8 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from server.auth import Gatekeeper, KeyStore
+from server.auth import Gatekeeper
+from server.backends import open_backend
 from server.datafiles import secure_data_paths
 from server.docs import install_offline_docs
 from server.engine import Engine
@@ -35,15 +36,18 @@ Point the `segmind` SDK at it with `SegmindClient(base_url="https://<host>/v1")`
 http(s) URL, raw base64 or a data URI."""
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, engine_factory=Engine) -> FastAPI:
+    """``engine_factory(settings, gatekeeper, metrics, job_store)``: the embedded ``Engine``, or
+    the Ray mode's (server.scale.ingress)."""
     settings = settings or Settings()
     metrics = Metrics()
-    gatekeeper = Gatekeeper(settings, KeyStore(settings.keys_file))
+    backend = open_backend(settings)
+    gatekeeper = Gatekeeper(settings, backend.keys, backend.limiter)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         secure_data_paths(settings)
-        engine = Engine(settings, gatekeeper, metrics)
+        engine = engine_factory(settings, gatekeeper, metrics, backend.jobs)
         app.state.engine = engine
         engine.start()
         sweeper = asyncio.create_task(_sweep_forever(engine, settings))

@@ -257,10 +257,10 @@ def presented_key(headers) -> str | None:
 class Gatekeeper:
     """Authentication, per-key model access, rate limits and credits, as the routes need them."""
 
-    def __init__(self, settings: Settings, store: KeyStore):
+    def __init__(self, settings: Settings, store: KeyStore, limiter: RateLimiter | None = None):
         self.settings = settings
-        self.store = store
-        self.limiter = RateLimiter()
+        self.store = store  # or server.redis_store.RedisKeyStore, with the same methods
+        self.limiter = limiter or RateLimiter()
 
     def authenticate(self, headers) -> Caller:
         if self.settings.no_auth:

@@ -290,22 +290,7 @@ class Engine:
             pass
 
     def _stored_result(self, job: Job, kind: str, outcome: Outcome) -> dict:
-        files = []
-        for index, output in enumerate(outcome.files):
-            suffix = "" if index == 0 else f"-{index}"
-            entry = {"file_name": f"{job.id}{suffix}.{output.ext}", "content_type": output.mime,
-                     "file_size": len(output.data)}
-            if self.settings.store_outputs:
-                entry["name"] = self.outputs.save(output)
-            else:
-                entry["data_uri"] = output.data_uri()
-            files.append(entry)
-        metrics = {"inference_time": round(outcome.inference_time, 3), "queue_time": round(outcome.queue_time, 3),
-                   "total_time": round(outcome.total_time, 3), "cost": outcome.cost,
-                   "remaining_credits": outcome.remaining_credits}
-        if job.attempts >= 1:
-            metrics["retry_count"] = job.attempts
-        return {"kind": kind, "files": files, "seed": outcome.seed, "metrics": metrics}
+        return stored_result(job, kind, outcome, self.outputs if self.settings.store_outputs else None)
 
     # -- endings ----------------------------------------------------------------------------
 
@@ -381,6 +366,27 @@ def stop_if_cancelled(job: Job) -> None:
     """The pipelines' progress callback: stop a cancelled job at the stage boundary it reached."""
     if job.cancelled:
         raise Cancelled(job.id)
+
+
+def stored_result(job: Job, kind: str, outcome: Outcome, outputs: OutputStore | None) -> dict:
+    """A finished v2 job's stored result: its files saved in ``outputs`` (data URIs without),
+    names, sizes and metrics; shared with the Ray runners (server.scale.runner)."""
+    files = []
+    for index, output in enumerate(outcome.files):
+        suffix = "" if index == 0 else f"-{index}"
+        entry = {"file_name": f"{job.id}{suffix}.{output.ext}", "content_type": output.mime,
+                 "file_size": len(output.data)}
+        if outputs is not None:
+            entry["name"] = outputs.save(output)
+        else:
+            entry["data_uri"] = output.data_uri()
+        files.append(entry)
+    metrics = {"inference_time": round(outcome.inference_time, 3), "queue_time": round(outcome.queue_time, 3),
+               "total_time": round(outcome.total_time, 3), "cost": outcome.cost,
+               "remaining_credits": outcome.remaining_credits}
+    if job.attempts >= 1:
+        metrics["retry_count"] = job.attempts
+    return {"kind": kind, "files": files, "seed": outcome.seed, "metrics": metrics}
 
 
 def set_exception(job: Job, error: ApiError) -> None:

@@ -81,7 +81,35 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(5, ge=1, description="Calls per webhook before giving up (1 s, 2 s, 4 s… apart).")
     webhook_timeout_s: float = Field(10.0, gt=0, description="Time limit of one webhook call.")
     job_store: Path = Field(Path("data/jobs.sqlite"), description="SQLite file of the v2 jobs.")
-    outputs_dir: Path = Field(Path("data/outputs"), description="Where v2 results are kept.")
+    outputs_dir: Path = Field(
+        Path("data/outputs"),
+        description="Where v2 results are kept; with --engine ray a directory every node mounts (NFS), "
+        "so that any replica serves any result.",
+    )
+    # Scale-out (issue 14, README "Scale-out").
+    store: str | None = Field(
+        None, description="redis://host:6379/0: v2 jobs with their inputs, keys, credits and rate limits in Redis, "
+        "shared by every replica (needed by --engine ray); unset: the SQLite job store and the keys file.",
+    )
+    engine: Literal["embedded", "ray"] = Field(
+        "embedded", description="embedded: one process, a worker thread per endpoint and device; ray: Ray Serve "
+        "replicas (an ingress and one deployment per endpoint) across GPUs and hosts.",
+    )
+    ray_address: str | None = Field(
+        None, description="Ray cluster to join (auto, or ray://head:10001); unset: start a local one."
+    )
+    ray_ingress_replicas: int = Field(2, ge=1, description="Replicas of the HTTP ingress (stateless, no GPU).")
+    ray_num_gpus: float = Field(1.0, ge=0, description="GPUs per pipeline replica; fractional shares a GPU (0.5).")
+    ray_num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per pipeline replica.")
+    ray_min_replicas: int = Field(1, ge=0, description="Fewest replicas per endpoint (autoscaling lower bound).")
+    ray_max_replicas: int = Field(1, ge=1, description="Most replicas per endpoint (autoscaling upper bound).")
+    ray_max_ongoing_requests: int = Field(
+        2, ge=1, description="Requests one pipeline replica holds at once (one runs, the rest wait there)."
+    )
+    job_lease_s: float = Field(
+        10.0, gt=0, description="With Redis: how long a job's dispatcher or runner may stay silent before "
+        "another replica takes the job over (re-run up to job_max_attempts).",
+    )
     store_outputs: bool = Field(True, description="Serve v2 results at /outputs/…; when off, data URIs.")
     job_ttl_s: float = Field(3600.0, gt=0, description="How long v2 records and files live (Segmind: 1 h).")
     job_max_attempts: int = Field(
