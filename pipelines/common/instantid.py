@@ -85,7 +85,7 @@ def load_controlnet(folder: Path, dtype: torch.dtype = torch.float32):
     """A diffusers ControlNet folder (IdentityNet, Zoe depth, OpenPose XL)."""
     from diffusers import ControlNetModel
 
-    return ControlNetModel.from_pretrained(str(folder), torch_dtype=dtype, local_files_only=True)
+    return ControlNetModel.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
 
 
 def load_image_encoder(folder: Path, dtype: torch.dtype = torch.float32):

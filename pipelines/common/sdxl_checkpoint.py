@@ -20,7 +20,7 @@ def load_single_file(checkpoint: Path, config_dir: Path, dtype: torch.dtype = to
     from diffusers import StableDiffusionXLPipeline
 
     pipe = StableDiffusionXLPipeline.from_single_file(
-        str(checkpoint), config=str(config_dir), local_files_only=True, torch_dtype=dtype)
+        str(checkpoint), config=str(config_dir), local_files_only=True, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

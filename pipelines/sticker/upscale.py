@@ -73,7 +73,7 @@ class TiledUpscaler:
         from diffusers import EulerDiscreteScheduler, StableDiffusionImg2ImgPipeline
 
         pipe = StableDiffusionImg2ImgPipeline.from_pretrained(
-            str(sd15_folder), torch_dtype=dtype, local_files_only=True, safety_checker=None,
+            str(sd15_folder), dtype=dtype, local_files_only=True, safety_checker=None,
             feature_extractor=None, requires_safety_checker=False)
         # ComfyUI's euler + normal schedule (§4.3).
         pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="linspace")
