@@ -82,6 +82,9 @@ class LoadOptions:
     # The deployment's limit on input audio (the server's ``max_audio_seconds``); unlimited when
     # a pipeline is used outside the server.
     max_audio_seconds: float = float("inf")
+    # face-to-sticker's background remover: "rmbg-1.4" (the workflow's, non-commercial) or
+    # "isnet-general-use" (Apache-2.0), sticker-and-character.md §8.
+    background_remover: str = "rmbg-1.4"
 
 
 class Pipeline(Protocol):

@@ -113,7 +113,8 @@ class ModelPool:
             dtype = resolved_dtype(self.settings.dtype, self.device, cls)
             options = LoadOptions(weights_dir=self.settings.weights_dir, device=self.device, dtype=dtype,
                                   allow_noncommercial=self.settings.allow_noncommercial,
-                                  max_audio_seconds=self.settings.max_audio_seconds)
+                                  max_audio_seconds=self.settings.max_audio_seconds,
+                                  background_remover=self.settings.background_remover)
             pipeline = cls.load(options)
         except Exception as exc:
             state, message = describe_load_failure(slug, exc)

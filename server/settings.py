@@ -63,6 +63,10 @@ class Settings(BaseSettings):
         "float32 for the others (CPU always computes in float32)."
     )
     allow_noncommercial: bool = Field(False, description="Allow components whose licence is non-commercial.")
+    background_remover: Literal["rmbg-1.4", "isnet-general-use"] = Field(
+        "rmbg-1.4", description="face-to-sticker background remover: rmbg-1.4 (BRIA, non-commercial) or "
+        "isnet-general-use (IS-Net, Apache-2.0)."
+    )
     pipelines: CommaList = Field(list(PIPELINES), description="Enabled endpoints, comma separated.")
     lazy: bool = Field(False, description="Load each pipeline on its first request instead of at start.")
     idle_unload_s: float | None = Field(

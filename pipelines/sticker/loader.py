@@ -26,7 +26,7 @@ from pipelines.common.scrfd import SCRFD
 from pipelines.common.sdxl_checkpoint import fuse_lora, load_single_file
 
 from . import config
-from .background import BackgroundRemover, RMBGRemover, load_isnet
+from .background import BackgroundRemover, ISNetRemover, load_mask_network
 from .depth import ZoeDepth
 
 ROLES = {
@@ -39,10 +39,12 @@ ROLES = {
     "image_encoder": "clip_vit_h.image_encoder",
     "depth_controlnet": "controlnet.zoe_depth_sdxl",
     "depth_estimator": "zoe_depth.nyu",
-    "background": "rmbg_1.4",
+    "background": "rmbg_1.4",  # or BACKGROUND_REMOVERS[LoadOptions.background_remover]
     "detector": "insightface.antelopev2.scrfd_10g_bnkps",
     "recognizer": "insightface.antelopev2.glintr100",
 }
+# LoadOptions.background_remover → the weight file (§8: RMBG-1.4 is non-commercial).
+BACKGROUND_REMOVERS = {"rmbg-1.4": "rmbg_1.4", "isnet-general-use": "isnet_general_use"}
 # upscale=true only (not required by the manifest): ESRGAN file and the DreamShaper 8 folder.
 UPSCALE_ROLES = {"esrgan": "upscaler.4x_animesharp", "sd15": "dreamshaper_8.model_index"}
 UPSCALE_FOLDER_PREFIX = "dreamshaper_8."
@@ -79,7 +81,7 @@ def load_components(files: Mapping[str, Path], device: str = "cpu",
         sdxl=sdxl,
         depth_controlnet=depth_controlnet,
         depth=ZoeDepth.load(files["depth_estimator"].parent, device),
-        background=RMBGRemover(load_isnet(files["background"], device)),
+        background=ISNetRemover(load_mask_network(files["background"], device)),
         # antelopev2 runs on the CPU in the workflow (§2.1); ONNX Runtime picks the device here.
         detector=SCRFD(files["detector"], device=device),
         recognizer=ArcFace(files["recognizer"], device=device),

@@ -43,6 +43,7 @@ from pipelines.weights.manifest import load_manifest
 
 from . import config
 from .loader import (
+    BACKGROUND_REMOVERS,
     FOLDER_PREFIXES,
     ROLES,
     UPSCALE_FOLDER_PREFIX,
@@ -76,8 +77,9 @@ class FaceToStickerPipeline:
     def load(cls, options: LoadOptions) -> "FaceToStickerPipeline":
         manifest = load_manifest()
         folder_files = [e.id for e in manifest.for_pipeline(SLUG) if e.required and e.id.startswith(FOLDER_PREFIXES)]
-        paths, report = locate_components(SLUG, list(dict.fromkeys([*ROLES.values(), *folder_files])), options)
-        files = {role: paths[entry] for role, entry in ROLES.items()}
+        roles = {**ROLES, "background": BACKGROUND_REMOVERS[options.background_remover]}
+        paths, report = locate_components(SLUG, list(dict.fromkeys([*roles.values(), *folder_files])), options)
+        files = {role: paths[entry] for role, entry in roles.items()}
         dtype = torch_dtype(options.dtype, options.device)
         components = load_components(files, options.device, dtype)
         upscaler, unavailable = None, None

@@ -5,7 +5,8 @@ official file: the AlbedoBase stand-in as a single-file ldm checkpoint (against 
 SDXL configs), the StickersRedmond LoRA in kohya layout, InstantID's ``ip-adapter.bin`` as a
 nested ``torch.save`` dict, plus-face as a flat fp16 ``.safetensors``, the ControlNets, CLIP-H and
 Zoe depth as their diffusers / transformers folders, RMBG-1.4 as a plain ``model.pth`` state dict
-with its small configuration in a ``.config.json`` sidecar, 4x-AnimeSharp in the original ESRGAN
+with its small configuration in a ``.config.json`` sidecar, IS-Net general-use as an ONNX export,
+4x-AnimeSharp in the original ESRGAN
 key layout, DreamShaper 8 as its diffusers folder. antelopev2 comes from the shared hook.
 """
 from __future__ import annotations
@@ -41,6 +42,7 @@ FACE_TOKENS = 16
 CONTROLNET_HINT_CHANNELS = (8, 16, 16, 16)
 ISNET_TINY = {"in_ch": 3, "out_ch": 1, "width": 8}
 ZOE_PROCESSOR_SIDE = 64
+ISNET_ONNX_SIDE = 64  # trace size only: the export takes any size
 ESRGAN_TINY = {"features": 8, "blocks": 2, "growth": 4}
 SD15_TEXT_WIDTH = 32
 SD15_VAE_SCALING = 0.18215
@@ -102,6 +104,15 @@ def write_rmbg(path: Path) -> None:
     write_config_sidecar(path, ISNET_TINY)
 
 
+def write_isnet_onnx(path: Path) -> None:
+    """IS-Net general-use's published form: an ONNX export, 1024² input, the mask as first output."""
+    torch.manual_seed(1)
+    net = ISNet(**ISNET_TINY).eval()
+    torch.onnx.export(net, (torch.zeros(1, 3, ISNET_ONNX_SIDE, ISNET_ONNX_SIDE),), str(path),
+                      input_names=["input_image"], output_names=["mask"], opset_version=17, dynamo=False,
+                      dynamic_axes={"input_image": {2: "height", 3: "width"}})
+
+
 def write_esrgan(path: Path) -> None:
     torch.manual_seed(0)
     torch.save(esrgan_state(RRDBNet(**ESRGAN_TINY)), str(path))
@@ -150,5 +161,6 @@ def write_tiny(dest: Path) -> None:
     write_clip_vision(_dest(dest, "clip_vit_h.image_encoder").parent)
     write_zoe_depth(_dest(dest, "zoe_depth.nyu").parent)
     write_rmbg(_dest(dest, "rmbg_1.4"))
+    write_isnet_onnx(_dest(dest, "isnet_general_use"))
     write_esrgan(_dest(dest, "upscaler.4x_animesharp"))
     write_sd15(_dest(dest, "dreamshaper_8.model_index").parent)

@@ -107,3 +107,12 @@ def test_missing_upscaler_fails_only_upscale_requests(tiny_weights, tmp_path):
     with pytest.raises(WeightsMissing) as err:
         pipeline(dataclasses.replace(BASE, steps=1, upscale=True), {"image": PHOTO}, seed=1)
     assert any("upscaler.4x_animesharp" in item for item in err.value.missing)
+
+
+def test_licence_clean_background_remover_is_selectable(tiny_weights):
+    pipeline = FaceToStickerPipeline.load(LoadOptions(tiny_weights, allow_noncommercial=True,
+                                                      background_remover="isnet-general-use"))
+    loaded = {c["id"] for c in pipeline.components()}
+    assert "isnet_general_use" in loaded and "rmbg_1.4" not in loaded
+    image = pipeline(dataclasses.replace(BASE, steps=1), {"image": PHOTO}, seed=1).images[0]
+    assert image.shape == (256, 256, 4) and image[..., 3].min() < image[..., 3].max()
