@@ -40,6 +40,14 @@ SERVE_FLAGS = {
     "--idle-unload": ("idle_unload_s", float),
     "--shutdown-grace": ("shutdown_grace_s", float),
     "--log-format": ("log_format", str),
+    "--engine": ("engine", str),
+    "--store": ("store", str),
+    "--ray-address": ("ray_address", str),
+    "--ray-ingress-replicas": ("ray_ingress_replicas", int),
+    "--ray-num-gpus": ("ray_num_gpus", float),
+    "--ray-min-replicas": ("ray_min_replicas", int),
+    "--ray-max-replicas": ("ray_max_replicas", int),
+    "--ray-max-ongoing-requests": ("ray_max_ongoing_requests", int),
 }
 SERVE_SWITCHES = {
     "--no-auth": "no_auth",
@@ -61,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = commands.add_parser("keys", help="manage API keys")
     keys.add_argument("--keys-file", help=_describe("keys_file"))
+    keys.add_argument("--store", help=_describe("store"))
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     add = key_commands.add_parser("add", help="add a key (a new SG_ key is generated when none is given)")
     add.add_argument("key", nargs="?")
@@ -73,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     credit = key_commands.add_parser("credit", help="add credits to a key (negative to remove)")
     credit.add_argument("key")
     credit.add_argument("amount", type=float)
+    key_commands.add_parser("import", help="copy the keys file's keys (hashes, credits, limits) into --store")
 
     weights = commands.add_parser("weights", help="download, check or generate model weights")
     weights.add_argument("action", choices=["download", "check", "tiny"])
@@ -97,11 +107,15 @@ def serve(options: argparse.Namespace) -> int:
     if settings.no_auth:
         log.warning("auth is OFF: anyone who can reach %s:%s may use the API", settings.host, settings.port)
     else:
-        from server.auth import KeyStore
+        from server.backends import open_backend
 
-        if not [k for k in KeyStore(settings.keys_file).all() if not k.revoked]:
+        if not [k for k in open_backend(settings).keys.all() if not k.revoked]:
             log.warning("no API keys in %s: every request will get 401; add one with `facefoundry keys add`",
-                        settings.keys_file)
+                        settings.store or settings.keys_file)
+    if settings.engine == "ray":
+        from server.scale.application import serve_on_ray
+
+        return serve_on_ray(settings)
     # proxy_headers=False: uvicorn would otherwise replace the peer address with X-Forwarded-For,
     # and the app decides itself which peers' forwarded headers to believe (trusted_proxies).
     # log_config=None keeps the one format configured above; timeout_graceful_shutdown bounds how
@@ -131,9 +145,19 @@ class DrainingServer(uvicorn.Server):
 
 def manage_keys(options: argparse.Namespace) -> int:
     from server.auth import KeyStore, key_weakness, new_key
+    from server.backends import open_backend
 
-    path = options.keys_file or Settings().keys_file
-    store = KeyStore(path)
+    chosen = {"keys_file": options.keys_file, "store": options.store}
+    settings = Settings(**{field: value for field, value in chosen.items() if value})
+    path = settings.store or settings.keys_file
+    store = open_backend(settings).keys
+    if options.keys_command == "import":
+        if not settings.store:
+            print("keys import needs --store redis://… (where to copy the keys file's keys)", file=sys.stderr)
+            return 2
+        copied = sum(store.import_entry(entry) for entry in KeyStore(settings.keys_file).all())
+        print(f"copied {copied} keys from {settings.keys_file} to {settings.store}")
+        return 0
     if options.keys_command == "add":
         weakness = key_weakness(options.key) if options.key is not None else None
         if weakness:
