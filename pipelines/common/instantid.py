@@ -15,6 +15,8 @@ API for a pipeline (consistent-character calls exactly this):
 
 2. Conditioning per request::
 
+       face = largest_face(detect_faces_instantid(scrfd, image_bgr))  # 640 … 192 retries, as the node
+       face.embedding = arcface.embed(image_bgr, face.kps)           # raw glintr100 vector
        pos, neg = parts.prompt_encoder.encode_pair(prompt, negative)   # ComfyUI (word:1.2), > 77 tokens
        inst = instantid_embeds(face.embedding)            # [2, 1, 1, 512]: (0.35·U noise, face)
        plus = plus_face_embeds(parts.image_encoder, image_u8, noise)   # [2, 1, 257, 1280]
@@ -56,6 +58,7 @@ import torch
 import torch.nn.functional as F
 
 from .comfy_prompt import ComfyPromptEncoder, PromptEmbeds
+from .face_types import Face
 from .ip_adapter_noise import noised_negative_image
 from .sigma_gate import ALWAYS, SigmaGate, img2img_steps
 
@@ -140,6 +143,30 @@ class SDXLComponents:
         self.pipe.set_progress_bar_config(disable=True)
         self.prompt_encoder = ComfyPromptEncoder(self.pipe.tokenizer, self.pipe.text_encoder,
                                                  self.pipe.tokenizer_2, self.pipe.text_encoder_2)
+
+
+# ---------------------------------------------------------------- faces
+
+# ComfyUI_InstantID retries an empty detection at smaller square sizes (§2.2 step 5): a face
+# filling a close-up photo is too large for SCRFD at 640.
+INSTANTID_DET_SIZES = tuple(range(640, 128, -64))
+
+
+def detect_faces_instantid(detector, image_bgr: np.ndarray) -> list[Face]:
+    """``detector``'s faces at the first of 640, 576 … 192 that finds any (only at the file's own
+    size when the ONNX input is fixed)."""
+    from .scrfd import detection_blob, detections_from_outputs, letterbox
+
+    height, width = detector.session.get_inputs()[0].shape[2:4]
+    sizes = [detector.det_size] if isinstance(width, int) and isinstance(height, int) else \
+        [(s, s) for s in INSTANTID_DET_SIZES]
+    for size in sizes:
+        det_img, scale = letterbox(image_bgr, size)
+        det, kps = detections_from_outputs(detector.raw_outputs(detection_blob(det_img)), (size[1], size[0]), scale,
+                                           image_bgr.shape[:2], detector.det_thresh, detector.nms_thresh, 0)
+        if len(det) and kps is not None:
+            return [Face(bbox=d[:4].copy(), kps=k.copy(), det_score=float(d[4])) for d, k in zip(det, kps)]
+    return []
 
 
 # ---------------------------------------------------------------- embeddings

@@ -33,6 +33,7 @@ from pipelines.common.instantid import (
     Control,
     decode,
     denoise,
+    detect_faces_instantid,
     dpmpp_2m_sde_karras,
     instantid_embeds,
     plus_face_embeds,
@@ -103,9 +104,9 @@ class FaceToStickerPipeline:
             torch.cuda.empty_cache()
 
     def detect(self, image: np.ndarray) -> Face:
-        """The largest face (the node's own size sort has a precedence bug, §4.6), embedded."""
+        """The largest face (the node's own size sort has a precedence bug, §4.6)."""
         bgr = np.ascontiguousarray(image[..., ::-1])
-        face = largest_face(self.c.detector.detect_faces(bgr))
+        face = largest_face(detect_faces_instantid(self.c.detector, bgr))
         if face is None:
             raise InputError("No face detected in image")
         return face

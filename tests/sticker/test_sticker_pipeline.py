@@ -116,3 +116,22 @@ def test_licence_clean_background_remover_is_selectable(tiny_weights):
     assert "isnet_general_use" in loaded and "rmbg_1.4" not in loaded
     image = pipeline(dataclasses.replace(BASE, steps=1), {"image": PHOTO}, seed=1).images[0]
     assert image.shape == (256, 256, 4) and image[..., 3].min() < image[..., 3].max()
+
+
+def test_detection_retries_at_smaller_sizes_like_the_instantid_node(sticker):
+    from pipelines.common.instantid import detect_faces_instantid
+
+    detector = sticker.c.detector
+    sizes = []
+    real = detector.raw_outputs
+
+    def blind_twice(blob):
+        sizes.append(blob.shape[2])
+        return real(blob if len(sizes) > 2 else np.full_like(blob, -1.0))
+
+    detector.raw_outputs = blind_twice
+    try:
+        faces = detect_faces_instantid(detector, np.ascontiguousarray(PHOTO[..., ::-1]))
+    finally:
+        detector.raw_outputs = real
+    assert sizes == [640, 576, 512] and len(faces) == 1
