@@ -15,16 +15,27 @@ _SESSIONS: dict[tuple[str, str], ort.InferenceSession] = {}
 _LOCK = threading.Lock()
 
 
+class CudaUnavailable(RuntimeError):
+    """CUDA was asked for and onnxruntime cannot give it: an error at load, never a slow server
+    quietly running on the CPU (issue 12)."""
+
+
 def providers_for(device: str | None = None) -> list:
-    """CUDA for a ``cuda``/``cuda:N`` device (the default) when the installed onnxruntime has it,
-    else CPU. The CPU provider always comes last so that operators CUDA lacks
-    fall back to it.
+    """CUDA for a ``cuda``/``cuda:N`` device, CPU for ``cpu``; no device: CUDA when the installed
+    onnxruntime has it, else CPU. The CPU provider always comes last so that operators CUDA lacks
+    fall back to it. A CUDA device without onnxruntime's CUDA provider raises CudaUnavailable.
     """
-    device = "cuda" if device is None else str(device)
-    if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-        index = int(device.partition(":")[2] or 0)
-        return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
+    available = "CUDAExecutionProvider" in ort.get_available_providers()
+    if device is None:
+        device = "cuda" if available else "cpu"
+    device = str(device)
+    if not device.startswith("cuda"):
+        return ["CPUExecutionProvider"]
+    if not available:
+        raise CudaUnavailable(f"{device} was requested but this onnxruntime has no CUDAExecutionProvider "
+                              f"(install onnxruntime-gpu, or serve with --device cpu)")
+    index = int(device.partition(":")[2] or 0)
+    return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
 
 
 def onnx_session(path: Path | str, device: str | None = None) -> ort.InferenceSession:
@@ -41,5 +52,10 @@ def onnx_session(path: Path | str, device: str | None = None) -> ort.InferenceSe
             # drops it on every load, which is expected, so only errors are logged.
             options.log_severity_level = 3
             session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+            # onnxruntime drops a provider that fails to initialise (missing CUDA/cuDNN libraries)
+            # with only a log line: refuse rather than run a CUDA deployment on the CPU.
+            if providers[0] != "CPUExecutionProvider" and session.get_providers()[0] != "CUDAExecutionProvider":
+                raise CudaUnavailable(f"onnxruntime could not start CUDA for {Path(path).name} "
+                                      f"(providers in use: {session.get_providers()})")
             _SESSIONS[key] = session
         return session

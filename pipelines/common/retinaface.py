@@ -1,8 +1,9 @@
 """RetinaFace (ResNet-50) face detector as facexlib 0.3.0 runs it (sadtalker.md §3.10, §5.10).
 
 The network (phase 'test': softmaxed scores), its prior boxes, the box/landmark decoding and
-the detection step (threshold, sort, NMS) are here; module names follow the keys of
-``detection_Resnet50_Final.pth``, with torchvision's ResNet names under ``body``.
+the detection step (threshold, sort, NMS with torchvision.ops.nms's conventions) are here;
+module names follow the keys of ``detection_Resnet50_Final.pth``, with the shared ResNet trunk's
+torchvision names under ``body``.
 """
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .nms import nms
+from .resnet import Bottleneck, ResNetTrunk
 
 # BGR channel means subtracted from the raw 0..255 image (no scaling, §3.10).
 BGR_MEAN = (104.0, 117.0, 123.0)
@@ -28,57 +32,6 @@ class RetinaFaceConfig:
     min_sizes: tuple[tuple[int, int], ...] = ((16, 32), (64, 128), (256, 512))
     steps: tuple[int, int, int] = (8, 16, 32)
     variance: tuple[float, float] = (0.1, 0.2)
-
-
-# ---------------------------------------------------------------- ResNet body (torchvision names)
-
-class Bottleneck(nn.Module):
-    """torchvision's ResNet v1.5 bottleneck: the stride sits on the 3x3 convolution."""
-
-    expansion = 4
-
-    def __init__(self, inplanes: int, planes: int, stride: int):
-        super().__init__()
-        out = planes * self.expansion
-        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out)
-        self.downsample = None
-        if stride != 1 or inplanes != out:
-            self.downsample = nn.Sequential(nn.Conv2d(inplanes, out, 1, stride, bias=False), nn.BatchNorm2d(out))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        return F.relu(out + identity)
-
-
-class ResNetBody(nn.Module):
-    """ResNet up to layer4 (no pooling head); returns the layer2, layer3 and layer4 features."""
-
-    def __init__(self, blocks: tuple[int, ...], width: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        inplanes = width
-        for i, n in enumerate(blocks):
-            planes = width * 2**i
-            layers = []
-            for b in range(n):
-                layers.append(Bottleneck(inplanes, planes, 2 if (b == 0 and i > 0) else 1))
-                inplanes = planes * Bottleneck.expansion
-            setattr(self, f"layer{i + 1}", nn.Sequential(*layers))
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
-        c2 = self.layer2(self.layer1(x))
-        c3 = self.layer3(c2)
-        return [c2, c3, self.layer4(c3)]
 
 
 # ---------------------------------------------------------------- FPN, SSH, heads
@@ -147,7 +100,7 @@ class RetinaFace(nn.Module):
     def __init__(self, config: RetinaFaceConfig = RetinaFaceConfig()):
         super().__init__()
         self.config = config
-        self.body = ResNetBody(config.resnet_blocks, config.resnet_width)
+        self.body = ResNetTrunk(config.resnet_blocks, config.resnet_width)
         stage = config.resnet_width * Bottleneck.expansion
         oc = config.out_channel
         self.fpn = FPN([stage * 2, stage * 4, stage * 8], oc)
@@ -159,7 +112,7 @@ class RetinaFace(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``x`` (B,3,H,W) = BGR - BGR_MEAN -> loc (B,A,4), softmaxed conf (B,A,2), landms (B,A,10)."""
-        fpn = self.fpn(self.body(x))
+        fpn = self.fpn(self.body.stages(x)[1:])
         feats = [self.ssh1(fpn[0]), self.ssh2(fpn[1]), self.ssh3(fpn[2])]
         loc = torch.cat([h(f) for h, f in zip(self.BboxHead, feats)], dim=1)
         conf = torch.cat([h(f) for h, f in zip(self.ClassHead, feats)], dim=1)
@@ -199,27 +152,6 @@ def decode_landmarks(pre: torch.Tensor, priors: torch.Tensor, variance) -> torch
     """Regressions (A,10) -> five (x, y) points per anchor (A,10), in units of the image size."""
     points = priors[:, None, :2] + pre.view(-1, 5, 2) * variance[0] * priors[:, None, 2:]
     return points.reshape(-1, 10)
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Indices kept by greedy NMS with torchvision.ops.nms semantics (Decisions): highest
-    score first, IoU from areas (x2-x1)*(y2-y1) without +1, suppress IoU > threshold."""
-    boxes = boxes.astype(np.float32)
-    order = np.argsort(-scores, kind="stable")
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    suppressed = np.zeros(len(boxes), dtype=bool)
-    keep = []
-    for n, i in enumerate(order):
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        rest = order[n + 1:]
-        w = np.maximum(np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0]), 0)
-        h = np.maximum(np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1]), 0)
-        inter = w * h
-        iou = inter / (areas[i] + areas[rest] - inter)
-        suppressed[rest[iou > iou_threshold]] = True
-    return np.array(keep, dtype=np.int64)
 
 
 def detector_input(image_bgr_u8: np.ndarray) -> torch.Tensor:

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from .face_types import Face
+from .nms import nms
 from .onnx_session import onnx_session
 
 DET_SIZE = (640, 640)  # (width, height); §1.5
@@ -123,28 +124,6 @@ def decode_head_outputs(
     return pre_det, kps
 
 
-def nms(dets: np.ndarray, threshold: float = NMS_THRESH) -> np.ndarray:
-    """Greedy NMS over [x1, y1, x2, y2, score] rows; indices kept, best first.
-
-    Areas and intersections use the "+1 pixel" convention and a box survives when its IoU with
-    every kept box is <= ``threshold`` (§3.3 step 8).
-    """
-    x1, y1, x2, y2, scores = (dets[:, j] for j in range(5))
-    areas = (x2 - x1 + 1) * (y2 - y1 + 1)
-    order = np.argsort(-scores, kind="stable")
-    keep = []
-    while order.size > 0:
-        i = order[0]
-        keep.append(i)
-        rest = order[1:]
-        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
-        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
-        inter = w * h
-        iou = inter / (areas[i] + areas[rest] - inter)
-        order = rest[iou <= threshold]
-    return np.asarray(keep, dtype=np.int64)
-
-
 def rank_by_size_and_centre(
     dets: np.ndarray, image_hw: tuple[int, int], max_num: int, metric: str = "default"
 ) -> np.ndarray:
@@ -176,7 +155,7 @@ def detections_from_outputs(
     """Everything ``SCRFD.detect`` does after the network: decode, threshold, NMS, and with
     ``max_num > 0`` keep the best ``max_num`` by ``rank_by_size_and_centre``."""
     pre_det, kps = decode_head_outputs(outputs, input_hw, det_scale, det_thresh)
-    keep = nms(pre_det, nms_thresh)
+    keep = nms(pre_det[:, :4], pre_det[:, 4], nms_thresh, pixel_offset=1.0)  # §3.3 step 8: "+1 pixel" areas
     det = pre_det[keep]
     kps = kps[keep] if kps is not None else None
     if 0 < max_num < len(det):

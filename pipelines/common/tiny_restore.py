@@ -17,15 +17,14 @@ from pathlib import Path
 
 import torch
 
-from pipelines.sadtalker.face_loader import FAN_FILE, RETINAFACE_FILE
-from pipelines.sadtalker.fan_awing import FAN, FANConfig
-from pipelines.sadtalker.retinaface import RetinaFace, RetinaFaceConfig
-from pipelines.sadtalker.tiny_coeff import random_state
-
 from .checkpoint import write_config_sidecar
+from .face_loader import FAN_FILE, RETINAFACE_FILE
 from .face_restore_loader import GFPGAN_FILE, PARSENET_FILE
+from .fan_awing import FAN, FANConfig
 from .gfpgan import GFPGANConfig, GFPGANv1Clean
 from .parsenet import ParseNet, ParseNetConfig
+from .retinaface import RetinaFace, RetinaFaceConfig
+from .tiny_state import random_state
 
 # narrow=1/16 gives decoder widths 32..4 and U-Net widths 16..2 (still half the decoder's,
 # as the SFT split needs).

@@ -71,6 +71,9 @@ def content_key(image: np.ndarray, *extra) -> str:
 class ExpressionEditorPipeline:
     name = "expression-editor"
     params_type = Params
+    # ``--dtype auto`` on CUDA runs the five networks in float16 (the detector stays float32), as
+    # official LivePortrait does by default on CUDA (spec §5, "precision"; the node itself is fp32).
+    half_precision = True
 
     def __init__(self, networks: LivePortraitNetworks, detector: YoloDetector, report: list[dict[str, Any]],
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):

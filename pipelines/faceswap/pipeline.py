@@ -47,6 +47,10 @@ class FaceSwapComponents:
 class FaceSwapPipeline:
     name = SLUG
     params_type = Params
+    # ``--dtype auto`` on CUDA: float16 reaches only the SDXL inpainter (SCRFD, ArcFace and inswapper
+    # run in onnxruntime, ParseNet and GFPGAN stay float32); no parity fixture covers the diffusion
+    # refine, and diffusers runs SDXL in float16 on CUDA as a matter of course.
+    half_precision = True
     ROLES = {
         "detector": "insightface.buffalo_l.det_10g",
         "recognizer": "insightface.buffalo_l.w600k_r50",
@@ -85,6 +89,11 @@ class FaceSwapPipeline:
 
     def components(self) -> list[dict]:
         return self.report
+
+    def onnx_providers(self) -> list[str]:
+        """The execution providers the onnxruntime sessions actually use (for /ready)."""
+        sessions = (self.c.detector.session, self.c.recognizer.session, self.c.swapper.session)
+        return sorted({provider for session in sessions for provider in session.get_providers()})
 
     def free_memory(self) -> None:
         if self.device.startswith("cuda"):

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import torch
 
-from .fan_awing import FAN, HEATMAP_SIZE, INPUT_SIZE
-from .retinaface import RetinaFace, detect_faces
+from ..common.fan_awing import FAN, HEATMAP_SIZE, INPUT_SIZE
+from ..common.retinaface import RetinaFace, detect_faces
 
 # SadTalker keeps only confident detections (§3.10).
 CROP_DETECTION_THRESHOLD = 0.97

@@ -21,8 +21,11 @@ import torch
 
 from ..base import Audio, InputError, LoadOptions, PipelineResult, Progress, report_progress
 from ..common.component_files import locate_components
+from ..common.face_loader import load_fan, load_retinaface
 from ..common.face_restore import FaceEnhancer
 from ..common.face_restore_loader import load_gfpgan, load_parsenet
+from ..common.fan_awing import FAN
+from ..common.retinaface import RetinaFace, detect_faces
 from ..common.timing import StageTimer
 from .align import CropInfo, load_lm3d
 from .animate import make_animation
@@ -32,15 +35,12 @@ from .coeff_loader import (CoefficientNets, load_expnet, load_mapping_net, load_
                            read_bundle)
 from .coefficients import blink_schedule, generated_coefficients
 from .config import AUDIO, COEFF_EXP, COEFF_POSE
-from .face_loader import load_fan, load_retinaface
 from .facerender_batch import facerender_inputs
-from .fan_awing import FAN
 from .mapping_net import MappingNet
 from .params import Params
 from .paste import paste_frame
 from .preprocess import SourceFace, analyse_source, is_full_frame
 from .render_loader import RenderNetworks, load_render_networks
-from .retinaface import RetinaFace, detect_faces
 from .video import (FPS, crop_aspect_size, encode_mp4, even_size, macro_block_size, predictions_to_uint8,
                     resize_frame)
 

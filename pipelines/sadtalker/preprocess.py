@@ -12,12 +12,12 @@ import numpy as np
 import torch
 
 from ..base import InputError
+from ..common.fan_awing import FAN
+from ..common.retinaface import RetinaFace, detect_faces
 from .align import CropInfo, align_img, crop_face
 from .coefficients import source_coefficients
-from .fan_awing import FAN
 from .landmarks import CROP_DETECTION_THRESHOLD, face_landmarks68, fan_landmarks98, landmarks_98_to_68
 from .net_recon import ReconNet
-from .retinaface import RetinaFace, detect_faces
 
 PREPROCESS_MODES = ("crop", "extcrop", "resize", "full", "extfull")
 # full/extfull paste the frames back into the original image and drive the 73-d MappingNet (§3.5, §5.9).

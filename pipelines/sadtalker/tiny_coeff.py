@@ -7,13 +7,12 @@ keep their official sizes (the glue and renderer depend on them); widths shrink.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ..common.checkpoint import write_config_sidecar
+from ..common.tiny_state import random_state
 from .audio2exp import ExpNet
 from .audio2pose import PoseVAE
 from .config import (AUDIO2EXP, AUDIO2EXP_PREFIX, AUDIO2POSE, AUDIO2POSE_PREFIX, MAPPING_CROP, MAPPING_CROP_FILE,
@@ -38,28 +37,6 @@ TINY_AUDIO2POSE = {
 TINY_NET_RECON = {**NET_RECON, "layers": [1, 1, 1, 1], "width": 8}
 TINY_MAPPING_CROP = {**MAPPING_CROP, "descriptor_nc": 16}
 TINY_MAPPING_FULL = {**MAPPING_FULL, "descriptor_nc": 16}
-
-
-def random_state(module: nn.Module, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """Trained-looking random values for every tensor of ``module``'s state dict.
-
-    Matrices N(0, 1/fan_in) keep activations O(1) through deep stacks; BN running variances
-    stay positive.
-    """
-    state = {}
-    for key, value in module.state_dict().items():
-        noise = torch.randn(value.shape, generator=generator)
-        if not value.is_floating_point():
-            state[key] = torch.zeros_like(value)
-        elif key.endswith("running_var"):
-            state[key] = 1.0 + 0.1 * noise.abs()
-        elif key.endswith("running_mean") or key.endswith("bias") or value.ndim == 0:
-            state[key] = 0.1 * noise
-        elif value.ndim == 1:
-            state[key] = 1.0 + 0.1 * noise
-        else:
-            state[key] = noise / math.sqrt(value[0].numel())
-    return state
 
 
 def tiny_coeff_state(seed: int = 0) -> dict[str, tuple[dict[str, torch.Tensor], dict]]:

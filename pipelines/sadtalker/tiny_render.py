@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from scipy.io import savemat
 
+from ..common.tiny_state import random_state
 from .generator import OcclusionAwareSPADEGenerator
 from .kp_detector import KPDetector
 from .render_config import GENERATOR, GENERATOR_PREFIX, KP_DETECTOR, KP_DETECTOR_PREFIX
-from .tiny_coeff import random_state
 
 # The 1x1 conv output is re-read as (channels, depth): reshape_channel = min(max_features,
 # block_expansion * 2**num_blocks) * reshape_depth.

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pipelines.registry import PIPELINES
+from pipelines.registry import PIPELINES, built_slugs
 from pipelines.weights.manifest import DEFAULT_WEIGHTS_DIR, Entry, load_manifest
 
 STATE_FILE = ".verified.json"
@@ -382,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="download_weights.py",
         description="Fetch, verify (size + sha256) and install the checkpoint files of the manifest.",
     )
-    p.add_argument("pipelines", nargs="*", metavar="PIPELINE", help=f"any of {', '.join(PIPELINES)} (default: all)")
+    p.add_argument("pipelines", nargs="*", metavar="PIPELINE", help=f"any of {', '.join(PIPELINES)} (default: every built one)")
     p.add_argument("--check", action="store_true", help="report present / missing / corrupt; download nothing")
     p.add_argument("--list", action="store_true", help="list the files, their sources and licences")
     p.add_argument("--allow-noncommercial", action="store_true", help="also fetch files whose licence forbids commercial use")
@@ -399,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown pipeline(s) {unknown}; choose from {', '.join(PIPELINES)}", file=sys.stderr)
         return 2
     manifest = load_manifest(args.manifest)
-    slugs = args.pipelines or list(PIPELINES)
+    # With no argument, only the endpoints this version serves (issue 9): a named one is still fetched.
+    slugs = args.pipelines or built_slugs()
     weights_dir = args.weights_dir or Path(os.environ.get("FACEFOUNDRY_WEIGHTS_DIR", DEFAULT_WEIGHTS_DIR))
     entries = select(manifest, slugs, args.with_optional or args.list or args.check)
     if args.list:

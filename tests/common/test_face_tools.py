@@ -23,9 +23,10 @@ from pipelines.common.arcface import ArcFace, normalises_internally
 from pipelines.common.color_transfer import bgr_to_lab, masked_mean_std, skin_mask, transfer_lab_stats
 from pipelines.common.face_types import Face, faces_by_size, largest_face
 from pipelines.common.inswapper import INSwapper, align_for_swap, merge_polyphase, split_polyphase
-from pipelines.common.onnx_session import onnx_session, providers_for
+from pipelines.common.nms import nms
+from pipelines.common.onnx_session import CudaUnavailable, onnx_session, providers_for
 from pipelines.common.paste_back import crop_footprint, feathered_box_mask, paste_back, warp_to_frame
-from pipelines.common.scrfd import SCRFD, detections_from_outputs, letterbox_size, nms
+from pipelines.common.scrfd import SCRFD, detections_from_outputs, letterbox_size
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +86,17 @@ def test_session_factory_caches_one_session_per_file(tiny_dir: Path):
     path = tiny_dir / tiny.DET_10G
     assert onnx_session(path, "cpu") is onnx_session(str(path), "cpu")
     assert providers_for("cpu") == ["CPUExecutionProvider"]
-    assert providers_for("cuda")[-1] == "CPUExecutionProvider"
     with pytest.raises(FileNotFoundError):
         onnx_session(tiny_dir / "missing.onnx")
+
+
+def test_cuda_without_onnxruntime_cuda_is_an_error_not_a_cpu_fallback(monkeypatch):
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(CudaUnavailable, match="no CUDAExecutionProvider"):
+        providers_for("cuda:0")
+    assert providers_for(None) == ["CPUExecutionProvider"]  # no device asked for: whatever is there
 
 
 def test_providers_prefer_cuda_when_onnxruntime_has_it(monkeypatch):
@@ -204,7 +213,7 @@ def test_nms_uses_plus_one_areas_and_keeps_iou_at_most_threshold():
     # Shifted by 45 px: intersection 5500, union 14500, IoU 0.379 -> kept.
     dets = np.array([base, [30, 0, 129, 99, 0.8], [45, 0, 144, 99, 0.7], [300, 300, 320, 320, 0.95]],
                     np.float32)
-    assert nms(dets, 0.4).tolist() == [3, 0, 2]
+    assert nms(dets[:, :4], dets[:, 4], 0.4, pixel_offset=1.0).tolist() == [3, 0, 2]
 
 
 def test_letterbox_size_truncates_like_insightface():

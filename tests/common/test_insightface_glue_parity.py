@@ -18,14 +18,15 @@ from pipelines.common.alignment import estimate_norm, norm_crop
 from pipelines.common.arcface import CROP_SIZE as ARCFACE_SIZE, recognition_blob
 from pipelines.common.face_types import Face
 from pipelines.common.inswapper import INSwapper, align_for_swap, prediction_to_bgr, swap_blob
+from pipelines.common.nms import nms
 from pipelines.common.paste_back import paste_back
 from pipelines.common.scrfd import (
+    NMS_THRESH,
     decode_head_outputs,
     detection_blob,
     detections_from_outputs,
     letterbox,
     letterbox_size,
-    nms,
 )
 from pipelines.common.tiny_insightface import tiny_inswapper_model
 from tests.parity.fixtures import (
@@ -84,7 +85,8 @@ def test_scrfd_decoding(path: Path):
         assert len(pre_det) == len(ref_pre)
         assert_close(pre_det, ref_pre, f"{case} pre_nms")
         assert_close(pre_kps, fx[f"out_scrfd_{case}_pre_nms_kps"], f"{case} pre_nms_kps")
-        assert_exact(nms(pre_det), fx[f"out_scrfd_{case}_keep"], f"{case} keep")
+        keep = nms(pre_det[:, :4], pre_det[:, 4], NMS_THRESH, pixel_offset=1.0)
+        assert_exact(keep, fx[f"out_scrfd_{case}_keep"], f"{case} keep")
 
         det, kps = detections_from_outputs(outputs, (640, 640), det_scale, img.shape[:2])
         assert len(det) == len(fx[f"out_scrfd_{case}_bboxes"])

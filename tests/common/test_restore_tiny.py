@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from pipelines.common.checkpoint import config_sidecar
+from pipelines.common.face_loader import load_fan, load_retinaface
 from pipelines.common.face_restore_loader import load_gfpgan, load_parsenet
 from pipelines.common.gfpgan import draw_noise, faces_to_tensor, restore_face, tensor_to_faces
 from pipelines.common.parsenet import parse_faces
+from pipelines.common.retinaface import detect_faces
 from pipelines.common.tiny_restore import (TINY_FAN, TINY_GFPGAN, TINY_PARSENET, TINY_RETINAFACE,
                                            write_tiny_restore)
-from pipelines.sadtalker.face_loader import load_fan, load_retinaface
 from pipelines.sadtalker.landmarks import face_landmarks68, fan_landmarks98, landmarks_98_to_68
-from pipelines.sadtalker.retinaface import detect_faces
 
 
 @pytest.fixture(scope="module")

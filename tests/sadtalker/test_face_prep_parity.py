@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.sadtalker.face_loader import FAN_FILE, RETINAFACE_FILE, load_fan, load_retinaface
+from pipelines.common.face_loader import FAN_FILE, RETINAFACE_FILE, load_fan, load_retinaface
+from pipelines.common.nms import nms
+from pipelines.common.retinaface import (RetinaFaceConfig, decode_boxes, decode_landmarks, detector_input,
+                                         prior_boxes)
 from pipelines.sadtalker.landmarks import fan_input, heatmaps_to_points, landmarks_98_to_68
-from pipelines.sadtalker.retinaface import (RetinaFaceConfig, decode_boxes, decode_landmarks, detector_input,
-                                            nms, prior_boxes)
 from tests.parity.fixtures import (assert_close, assert_close_from_opencv_u8, load_npz, params, report, timed,
                                    torch_state_dict_for)
 

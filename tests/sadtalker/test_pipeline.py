@@ -17,13 +17,13 @@ import pytest
 import torch
 
 from pipelines.base import Audio, InputError, LoadOptions
+from pipelines.common.face_loader import load_retinaface
+from pipelines.common.retinaface import detect_faces
 from pipelines.common.tiny_restore import RETINAFACE_DEST, write_tiny_restore
 from pipelines.sadtalker.align import CropInfo
-from pipelines.sadtalker.face_loader import load_retinaface
-from pipelines.sadtalker.paste import paste_frame
 from pipelines.sadtalker.params import Params
+from pipelines.sadtalker.paste import paste_frame
 from pipelines.sadtalker.pipeline import FramePlan, SadTalkerPipeline, request_streams
-from pipelines.sadtalker.retinaface import detect_faces
 from pipelines.sadtalker.tiny import write_tiny
 from pipelines.sadtalker.video import crop_aspect_size, even_size, macro_block_size
 from pipelines.weights.manifest import load_manifest

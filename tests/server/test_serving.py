@@ -310,3 +310,38 @@ def test_status_polls_are_logged_at_debug():
     assert is_quiet("GET", "/v2/requests/abc/status") and is_quiet("GET", "/v1/requests/abc")
     assert is_quiet("GET", "/health") and not is_quiet("POST", "/v2/face-to-sticker")
     assert not is_quiet("POST", "/v2/requests/abc/cancel")
+
+
+def test_download_without_arguments_skips_endpoints_not_built(monkeypatch, capsys):
+    from pipelines import registry
+    from pipelines.weights import download
+
+    monkeypatch.setattr(registry, "BUILT", dict.fromkeys(registry.PIPELINES, False) | {"sadtalker": True})
+    assert download.main(["--list"]) == 0
+    default = capsys.readouterr().out
+    assert download.main(["--list", "sadtalker"]) == 0
+    assert default == capsys.readouterr().out
+    assert download.main(["--list", "expression-editor"]) == 0  # named: listed although not built
+    assert "liveportrait" in capsys.readouterr().out and "liveportrait" not in default
+
+
+def test_auto_dtype_is_float16_on_cuda_for_the_pipelines_that_declare_it():
+    from server.pool import resolved_dtype
+
+    class Half:
+        half_precision = True
+
+    class Full:
+        pass
+
+    assert resolved_dtype("auto", "cuda:0", Half) == "float16"
+    assert resolved_dtype("auto", "cuda:0", Full) == "float32"
+    assert resolved_dtype("auto", "cpu", Half) == "float32"
+    assert resolved_dtype("bfloat16", "cuda:1", Full) == "bfloat16"
+
+
+def test_ready_reports_device_dtype_and_onnxruntime_providers_per_endpoint(api):
+    report = httpx.get(f"{api.url}/ready").json()
+    assert report["ready"] is True and report["reasons"] == {}
+    assert report["pipelines"]["sadtalker"]["runtime"] == [{"device": "cpu", "dtype": "float32",
+                                                            "onnx_providers": []}]
