@@ -4,10 +4,13 @@ Every per-frame network here treats frames independently (BatchNorm in eval mode
 audio encoders, §5.6 step 6 for the renderer, §5.10 for the enhancer), so a batch size trades
 memory for speed and never changes a result beyond float rounding.
 
-* Audio encoders on CPU: the reference's 10-frame chunks (``Audio2Exp.test``, §3.3). A larger
-  batch does the same arithmetic, but its activations (32 x 80 x 16 floats a frame in the first
-  blocks) no longer stay in the CPU caches, and a 250-frame clip in one call ran about twice as
-  long as in 10-frame chunks (issue 16). On CUDA one call takes up to ``CUDA_AUDIO_FRAMES``.
+* Audio encoders on CPU: 32 frames a call, PoseVAE's window (§3.4). A whole 250-frame clip in
+  one call does the same arithmetic, but its activations (32 x 80 x 16 floats a frame in the first
+  blocks) no longer stay in the CPU caches: it ran about twice as long as the reference's 10-frame
+  chunks (``Audio2Exp.test``, §3.3; issue 16). Measured on one thread (process CPU time, which
+  other processes' load does not inflate), 24 to 48 frames a call took 5-15 % less than 10, and
+  fewer calls also mean fewer thread barriers when the cores are shared. On CUDA one call takes
+  up to ``CUDA_AUDIO_FRAMES``.
 * Renderer and enhancer on CUDA: as many as fit in the free GPU memory, from the bytes one frame
   (one face) needed when the pipeline was loaded; on CPU a fixed small batch.
 """
@@ -27,7 +30,7 @@ if TYPE_CHECKING:  # the networks' modules import this one for the audio batch s
     from .mapping_net import MappingNet
     from .render_loader import RenderNetworks
 
-CPU_AUDIO_FRAMES = 10
+CPU_AUDIO_FRAMES = 32
 CUDA_AUDIO_FRAMES = 1024
 CPU_RENDER_FRAMES = 8
 CPU_ENHANCE_FACES = 8
