@@ -22,7 +22,7 @@ from pipelines.expression_editor.pipeline import ExpressionEditorPipeline, conte
 from pipelines.expression_editor.tiny import PTH_PATHS, write_state_file, write_stitching_file
 from pipelines.common.tiny_yolo import write_tiny_yolo
 from server.protocol import params_for
-from tests.parity.fixtures import (SEED_RE, assert_close, assert_u8_close, fixture_roots, load_npz, seed_of, timed,
+from tests.parity.fixtures import (SEED_RE, absent, assert_close, assert_u8_close, fixture_roots, load_npz, seed_of, timed,
                                    torch_state_dict_for)
 
 SUBDIR = Path("liveportrait") / "e2e"
@@ -37,7 +37,7 @@ def discover_cases() -> list:
         for path in sorted((root / SUBDIR).glob("expression_editor.*.seed*.npz")):
             if SEED_RE.match(path.name):
                 found.append(pytest.param(path, id=f"{root.name}/{path.name}"))
-    return found or [pytest.param(None, marks=pytest.mark.skip(reason="no expression_editor e2e fixtures"))]
+    return found or [absent("no expression_editor e2e fixtures")]
 
 
 def case_params(path: Path) -> dict:
