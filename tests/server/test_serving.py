@@ -8,8 +8,10 @@ import hmac
 import http.server
 import json
 import logging
+import re
 import signal
-import threading
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,7 +24,7 @@ from server.logs import REQUEST_ID, JsonFormatter, RequestIdFilter
 from server.middleware import is_quiet
 from tests.server import fake_pipeline
 from tests.server.conftest import FACE, HEADERS, KEY, b64, free_port, local_origin, running, wait_terminal
-from tests.server.test_restart import start
+from tests.server.test_restart import REPO, start
 
 STICKER = {"image": b64(FACE)}
 EDIT = {"image": b64(FACE)}
@@ -345,3 +347,15 @@ def test_ready_reports_device_dtype_and_onnxruntime_providers_per_endpoint(api):
     assert report["ready"] is True and report["reasons"] == {}
     assert report["pipelines"]["sadtalker"]["runtime"] == [{"device": "cpu", "dtype": "float32",
                                                             "onnx_providers": []}]
+
+
+def test_serve_start_up_log_is_one_format_without_third_party_noise(tmp_path):
+    """``facefoundry serve``'s own lines only, each with a request-id slot; no library warnings or
+    progress bars (those stay for the CLI tools)."""
+    probe = ("import sys, warnings; from server.logs import configure_logging, quiet_third_party; "
+             "quiet_third_party(); configure_logging('info', 'text'); "
+             "warnings.warn('a library deprecation'); from tqdm import tqdm; list(tqdm(range(3))); "
+             "import logging; logging.getLogger('facefoundry').info('started')")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.match(r"^\S+ \S+ INFO facefoundry \[-\] started$", lines[0]), done.stderr
