@@ -88,9 +88,16 @@ class LoadOptions:
 
 
 class Pipeline(Protocol):
-    """Implemented by every endpoint's pipeline class."""
+    """Implemented by every endpoint's pipeline class.
+
+    Optional, read by the server when present: a class attribute ``half_precision = True`` (its
+    parity allows float16, so ``--dtype auto`` gives it float16 on CUDA); ``free_memory()`` (drop
+    caches after a CUDA out-of-memory error or an idle unload); ``onnx_providers()`` (the
+    onnxruntime execution providers its sessions use, for /ready).
+    """
 
     name: str
+    params_type: type
 
     @classmethod
     def load(cls, options: LoadOptions) -> "Pipeline":
@@ -98,8 +105,6 @@ class Pipeline(Protocol):
 
     def components(self) -> list[dict[str, Any]]:
         """The loaded components: ``{"id", "file", "licence", "commercial_use"}`` each (for /ready)."""
-
-    params_type: type
 
     def __call__(
         self, params: Any, inputs: Mapping[str, Any], seed: int, progress: Progress | None = None

@@ -359,3 +359,21 @@ def test_serve_start_up_log_is_one_format_without_third_party_noise(tmp_path):
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and re.match(r"^\S+ \S+ INFO facefoundry \[-\] started$", lines[0]), done.stderr
+
+
+def test_a_job_store_written_before_webhooks_opens_with_the_new_columns(tmp_path):
+    import sqlite3
+
+    from server.store import SqliteJobStore
+
+    path = tmp_path / "old.sqlite"
+    old_schema = SqliteJobStore.SCHEMA.replace(",\n        request_id TEXT, webhook TEXT", "")
+    assert "webhook" not in old_schema
+    with sqlite3.connect(path) as db:
+        db.execute(old_schema)
+    store = SqliteJobStore(path)
+    try:
+        columns = {row[1] for row in store._db.execute("PRAGMA table_info(jobs)")}
+        assert {"request_id", "webhook"} <= columns
+    finally:
+        store.close()
