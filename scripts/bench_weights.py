@@ -10,27 +10,35 @@ full-size source here (the insightface ONNX files, the 3-D mean-face ``.mat``, a
 without ``full_sdxl``) come from the tiny profile, and ``BENCH_WEIGHTS.json`` in the directory says
 which are which.
 
+The weight rule and the manifests are read from shared/parity; for a machine that has only the
+repo (a GPU lease), ``python scripts/bench_weights.py pack DIR`` copies the 6.5 MB of it that the
+full profile reads into ``DIR``, and ``FACEFOUNDRY_SHARED=DIR`` points the bench there.
+
 Both directories are built once and kept under the cache folder (``$FACEFOUNDRY_BENCH_CACHE``, else
 ``~/.cache/facefoundry-bench``); a file is written to a temporary name and renamed, so an
 interrupted build leaves no half file behind.
 """
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Callable, Mapping
 
 import torch
 
-from pipelines import registry
-from pipelines.common.checkpoint import config_sidecar, to_tensors
-from pipelines.common.tiny_sdxl import lightning_lora_state, write_tokenizer
-from pipelines.weights import PROFILE_FILE
-from pipelines.weights.manifest import load_manifest
-from pipelines.weights.tiny import write_tiny_profile
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo's packages
+
+from pipelines import registry  # noqa: E402
+from pipelines.common.checkpoint import config_sidecar, to_tensors  # noqa: E402
+from pipelines.common.tiny_sdxl import lightning_lora_state, write_tokenizer  # noqa: E402
+from pipelines.weights import PROFILE_FILE  # noqa: E402
+from pipelines.weights.manifest import load_manifest  # noqa: E402
+from pipelines.weights.tiny import write_tiny_profile  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # Weight seed of the full profile (any seed times the same; 0 is the one every fixture folder has).
@@ -276,3 +284,36 @@ def _link(source: Path, target: Path) -> None:
     except OSError:
         shutil.copyfile(source, target)
 
+
+
+# What the full profile reads from shared/parity: the weight rule, the module manifests and the
+# ultralytics-format YOLO file.
+PACKED = ("detweights.py", "liveportrait/*.manifest.json", "sadtalker/*.manifest.json",
+          f"yolov8_face/yolov8_face.seed{WEIGHT_SEED}.pt")
+
+
+def pack_shared(dest: Path) -> list[Path]:
+    """Copy the ``PACKED`` files of shared/parity to ``dest``/parity (same layout); returns them."""
+    source, copied = parity_dir(), []
+    for pattern in PACKED:
+        for path in sorted(source.glob(pattern)):
+            target = dest / "parity" / path.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            copied.append(target)
+    return copied
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench_weights.py", description="Prepare the benchmark's weight sources.")
+    p.add_argument("command", choices=["pack"], help="pack: copy what the full profile reads from shared/parity")
+    p.add_argument("dest", type=Path)
+    args = p.parse_args(argv)
+    copied = pack_shared(args.dest)
+    print(f"copied {len(copied)} files ({sum(c.stat().st_size for c in copied) / 2**20:.1f} MB) to {args.dest}; "
+          f"run the bench with FACEFOUNDRY_SHARED={args.dest}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -202,3 +202,17 @@ def test_full_sdxl_writer_output_loads_through_the_inpainter(bench_weights, tmp_
     assert not list(tmp_path.rglob("*.partial"))
     inpainter = SDXLInpainter.load(model_dir, lora)
     assert inpainter.has_lightning and inpainter.pipe.unet.config.block_out_channels == [32, 64]
+
+
+def test_packed_shared_files_are_all_the_full_profile_reads(bench_weights, tmp_path, monkeypatch):
+    """A GPU lease has only the repo: the packed copy must serve every full-size writer's source."""
+    bench_weights.pack_shared(tmp_path / "shared")
+    monkeypatch.setenv("FACEFOUNDRY_SHARED", str(tmp_path / "shared"))
+    assert bench_weights.parity_dir() == tmp_path / "shared" / "parity"
+    bench_weights.stitching(tmp_path / "stitching.pth")
+    bench_weights.yolo_checkpoint(tmp_path / "face_yolov8n.pt")
+    for manifest in ("sadtalker/sadtalker_bundle", "sadtalker/gfpgan", "sadtalker/parsenet", "sadtalker/retinaface",
+                     "sadtalker/fan_awing", "sadtalker/mapping_crop", "sadtalker/mapping_full",
+                     "liveportrait/appearance_feature_extractor", "liveportrait/motion_extractor",
+                     "liveportrait/warping_module", "liveportrait/spade_generator"):
+        assert (bench_weights.parity_dir() / f"{manifest}.manifest.json").is_file(), manifest
