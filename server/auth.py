@@ -289,7 +289,7 @@ class Gatekeeper:
                 raise ApiError(
                     429,
                     f"rate limit of {entry.rpm} requests per minute exceeded; retry after {stamp}",
-                    {"x-rate-limit-reset-at-utc": stamp},
+                    {"x-rate-limit-reset-at-utc": stamp, "Retry-After": str(max(1, math.ceil(reset_at - time.time())))},
                 )
         if entry.credits is not None and entry.credits < cost:
             raise ApiError(406, INSUFFICIENT_CREDITS)

@@ -55,6 +55,7 @@ def test_model_not_allowed_is_403_and_rpm_is_429(tmp_path):
         limited_out = post(server, "/v1/face-to-sticker", STICKER, headers=headers)
         assert limited_out.status_code == 429
         assert "x-rate-limit-reset-at-utc" in limited_out.headers
+        assert 50 <= int(limited_out.headers["retry-after"]) <= 60  # the one-minute window's remainder
         assert "1 requests per minute" in limited_out.json()["error"]
 
 
