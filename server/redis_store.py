@@ -13,7 +13,8 @@ then FAILED with the reason, the same semantics as a restart of the embedded ser
 Layout (every name under ``prefix``): ``job:<id>`` hash (the SQLite columns, plus ``token``,
 ``runner``, ``cancel``), ``inputs:<id>`` hash (field → bytes), ``jobs:unfinished`` (created),
 ``queue:<slug>`` (created, QUEUED only), ``jobs:expires`` and ``jobs:leases`` sorted sets;
-``key:<id>`` hash, ``keyhash:<sha256>`` → id, ``keys`` set; ``rate:<id>`` sorted set of times.
+``runners:<slug>`` hash (replica → its last report); ``key:<id>`` hash, ``keyhash:<sha256>`` → id,
+``keys`` set; ``rate:<id>`` sorted set of times.
 Floats cross Lua only as the strings Python wrote (``repr``), never through Lua arithmetic, which
 would round them to 14 digits.
 """
@@ -343,6 +344,24 @@ class RedisJobStore:
     def depth(self, slug: str) -> int:
         """Queued v2 jobs of ``slug``."""
         return self.redis.zcard(self.queue_prefix + slug)
+
+    # -- runner reports (what /ready shows in the Ray mode) -------------------------------------
+
+    def report_runner(self, slug: str, runner: str, report: dict) -> None:
+        self.redis.hset(f"{self.prefix}runners:{slug}", runner, json.dumps(report))
+
+    def forget_runner(self, slug: str, runner: str) -> None:
+        self.redis.hdel(f"{self.prefix}runners:{slug}", runner)
+
+    def runner_reports(self, slug: str, since: float) -> dict[str, dict]:
+        """The reports of ``slug``'s runners made after ``since``; older ones (a runner that died
+        without a word) are dropped."""
+        key = f"{self.prefix}runners:{slug}"
+        reports = {name.decode(): json.loads(value) for name, value in self.redis.hgetall(key).items()}
+        stale = [name for name, report in reports.items() if report["at"] < since]
+        if stale:
+            self.redis.hdel(key, *stale)
+        return {name: report for name, report in reports.items() if report["at"] >= since}
 
 
 def new_token() -> str:

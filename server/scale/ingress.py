@@ -29,22 +29,22 @@ from pipelines import registry
 from server.app import create_app
 from server.engine import NOT_BUILT, SERVING_STATES, SHUTTING_DOWN_RETRY_S, not_built_message
 from server.errors import ApiError
-from server.jobs import CANCELLED_MESSAGE, COMPLETED, FAILED, PROCESSING, QUEUED, Job, Outcome
+from server.jobs import CANCELLED_MESSAGE, COMPLETED, FAILED, QUEUED, Job, Outcome
 from server.outputs import OutputStore
 from server.queue import FULL_QUEUE_RETRY_S
 from server.redis_store import RedisJobStore, new_token
 from server.results import job_body
-from server.scale.runner import Reply
+from server.pool import LOADING
+from server.scale.runner import REPORT_STALE_S, Reply
 from server.settings import Settings
 from server.webhooks import WebhookSender
 
 log = logging.getLogger("facefoundry.scale")
 
-READINESS_REFRESH_S = 2.0
-READINESS_TIMEOUT_S = 5.0
 # A dispatch refused by a full Serve queue, or to a deployment that is (re)starting, is retried.
 DISPATCH_RETRY_S = 1.0
 RUNNER_STOPPED = "the replica running this request stopped; retry shortly"
+NO_RUNNER = "no runner replica has reported yet"
 
 
 def interrupted_reason(attempts: int) -> str:
@@ -69,7 +69,6 @@ class RayEngine:
         self.webhooks = WebhookSender(settings, metrics)
         self._held: dict[str, str] = {}  # v2 job id -> the token this replica dispatched it under
         self._calls: dict[str, Any] = {}  # v1 job id -> its DeploymentResponse (to cancel)
-        self._reports: dict[str, dict] = {}
         self._tasks: set[asyncio.Task] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._draining = False
@@ -81,8 +80,7 @@ class RayEngine:
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.webhooks.start()
-        for loop_body in (self._keep_leases, self._watch_runners):
-            self._spawn(loop_body())
+        self._spawn(self._keep_leases())
 
     def drain(self) -> None:
         self._draining = True
@@ -121,15 +119,18 @@ class RayEngine:
                            {"Retry-After": str(FULL_QUEUE_RETRY_S)})
 
     def loaded(self, slug: str) -> Future:
-        """Resolved at once unless the last report of the endpoint's runners is a failure (503
-        with its reason); a runner still loading is not routed to by Serve."""
+        """Resolved at once unless every runner of the endpoint reports a failed load (503 with
+        its reason); Serve itself holds requests until a runner is up."""
         future: Future = Future()
-        report = self._reports.get(slug)
-        if report is not None and report["state"] not in SERVING_STATES and report["detail"]:
-            future.set_exception(ApiError(503, report["detail"], {"Retry-After": str(SHUTTING_DOWN_RETRY_S)}))
+        reports = list(self._runner_reports(slug).values())
+        if reports and all(r["state"] not in SERVING_STATES for r in reports) and reports[0]["detail"]:
+            future.set_exception(ApiError(503, reports[0]["detail"], {"Retry-After": str(SHUTTING_DOWN_RETRY_S)}))
         else:
             future.set_result(None)
         return future
+
+    def _runner_reports(self, slug: str) -> dict[str, dict]:
+        return self.store.runner_reports(slug, since=time.time() - REPORT_STALE_S)
 
     def submit(self, job: Job, raw_inputs: dict[str, bytes]) -> None:
         self.check_accepting(job.slug)
@@ -270,35 +271,26 @@ class RayEngine:
 
     # -- state ----------------------------------------------------------------------------------
 
-    async def _watch_runners(self) -> None:
-        while True:
-            for slug in self.slugs:
-                try:
-                    self._reports[slug] = await asyncio.wait_for(self.handles[slug].readiness.remote(),
-                                                                 READINESS_TIMEOUT_S)
-                except Exception as exc:
-                    self._reports[slug] = {"state": "unavailable", "detail": f"no {slug} replica answered: "
-                                           f"{type(exc).__name__}", "replica": None, "runtime": None, "components": []}
-            await asyncio.sleep(READINESS_REFRESH_S)
-
     def readiness(self) -> dict:
-        """Engine.readiness's shape, from the last report of each endpoint's runners."""
+        """Engine.readiness's shape, over the endpoints' runner replicas (their reports in Redis):
+        an endpoint serves when one of its replicas can."""
         pipelines, reasons = {}, {}
         for slug in self.settings.pipelines:
             if not registry.is_built(slug):
                 pipelines[slug] = {"state": NOT_BUILT, "detail": not_built_message(slug)}
                 continue
-            report = self._reports.get(slug, {"state": "loading", "detail": None, "replica": None, "runtime": None,
-                                              "components": []})
-            pipelines[slug] = {"state": report["state"], "detail": report["detail"],
-                               "devices": {report["replica"]: report["state"]} if report["replica"] else {},
-                               "runtime": [report["runtime"]] if report["runtime"] else [],
-                               "components": report["components"]}
-            if report["state"] not in SERVING_STATES:
-                reasons[slug] = report["detail"] or report["state"]
+            reports = self._runner_reports(slug)
+            serving = [r for r in reports.values() if r["state"] in SERVING_STATES]
+            best = (serving or list(reports.values()) or [{"state": LOADING, "detail": NO_RUNNER, "components": []}])[0]
+            pipelines[slug] = {"state": best["state"], "detail": best["detail"],
+                               "devices": {name: r["state"] for name, r in reports.items()},
+                               "runtime": [r["runtime"] for r in reports.values() if r["runtime"]],
+                               "components": best["components"]}
+            if not serving:
+                reasons[slug] = best["detail"] or best["state"]
         if self._draining:
             reasons["server"] = "shutting down"
-        loading = [slug for slug, reason in reasons.items() if pipelines.get(slug, {}).get("state") == "loading"]
+        loading = [slug for slug, reason in reasons.items() if pipelines.get(slug, {}).get("state") == LOADING]
         return {"ready": not reasons, "reasons": reasons, "loading": loading, "engine": "ray",
                 "weights_profile": self.settings.weights, "weights_dir": str(self.settings.weights_dir),
                 "queue_depth": sum(self.store.depth(slug) for slug in self.slugs), "pipelines": pipelines}

@@ -14,6 +14,7 @@ outcome itself, so the result is safe as soon as the pipeline finishes, whoever 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -32,10 +33,16 @@ from server.pool import ModelPool
 from server.protocol import ENDPOINTS
 from server.settings import Settings
 
+log = logging.getLogger("facefoundry.scale")
+
 # A lease is renewed three times over its length, so one late renewal never hands a running job
 # to another replica.
 RENEWALS_PER_LEASE = 3
 NOT_CLAIMED = "not claimed"
+# Each replica reports its pipeline's state to Redis this often (the ingress's /ready reads it
+# there, so a busy runner is never asked); a report older than REPORT_STALE_S is a dead runner's.
+REPORT_EVERY_S = 2.0
+REPORT_STALE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -80,15 +87,29 @@ class EndpointRunner:
         self.pool = ModelPool(self.settings, replica_device(self.settings), Metrics())
         self.name = replica_name()
         self._one_at_a_time = threading.Lock()
+        self._stopped = threading.Event()
+        threading.Thread(target=self._report_state, name=f"report-{slug}", daemon=True).start()
         if not self.settings.lazy:
             # Serve routes to a replica once its constructor returns: loaded, or its load failed
             # (then every call answers the remembered 503 and retries the load with backoff).
             self.pool.request(slug).exception()
 
-    async def readiness(self) -> dict:
-        state, detail = self.pool.state(self.slug)
-        return {"state": state, "detail": detail, "replica": self.name, "runtime": self.pool.runtime(self.slug),
-                "components": self.pool.components(self.slug)}
+    def __del__(self):
+        """Serve's replica shutdown: stop reporting, and say so at once."""
+        self._stopped.set()
+        self.jobs.forget_runner(self.slug, self.name)
+
+    def _report_state(self) -> None:
+        while True:
+            state, detail = self.pool.state(self.slug)
+            try:
+                self.jobs.report_runner(self.slug, self.name, {
+                    "at": time.time(), "state": state, "detail": detail, "runtime": self.pool.runtime(self.slug),
+                    "components": self.pool.components(self.slug)})
+            except Exception as exc:  # Redis briefly unreachable: the next report retries
+                log.warning("reporting %s's state failed: %s", self.slug, exc)
+            if self._stopped.wait(REPORT_EVERY_S):
+                return
 
     async def run_inline(self, params: Any, inputs: dict[str, Any], seed: int, fmt: str, quality: int,
                          deadline: float) -> Reply:

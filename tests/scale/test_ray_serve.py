@@ -8,6 +8,7 @@ it (COMPLETED) or, attempts spent, ends it FAILED with the reason.
 """
 from __future__ import annotations
 
+import io
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -80,6 +81,15 @@ def terminal(url: str, job_id: str, key: str = KEY, limit: float = 90) -> dict:
     raise AssertionError(f"{job_id} did not finish: {body}")
 
 
+def test_a_v1_call_runs_on_a_runner_replica(ray_serve):
+    url, _ = ray_serve
+    response = httpx.post(f"{url}/v1/{SLUG}", json={"image": FACE, "smile": 1},
+                          headers={"x-api-key": KEY}, timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png" and response.headers["x-seed-value"].isdigit()
+    assert float(response.headers["X-remaining-credits"]) == 1_000_000  # the unlimited key's figure
+
+
 def test_a_job_submitted_through_one_ingress_replica_is_answered_by_another(ray_serve):
     url, _ = ray_serve
     submitted = submit(url)
@@ -95,7 +105,7 @@ def test_a_job_submitted_through_one_ingress_replica_is_answered_by_another(ray_
     assert result.status_code == 200 and result.json()["status"] == "COMPLETED"
     image = httpx.get(result.json()["output"], timeout=30)
     assert image.status_code == 200 and image.headers["content-type"] == "image/png"
-    with Image.open(__import__("io").BytesIO(image.content)) as decoded:
+    with Image.open(io.BytesIO(image.content)) as decoded:
         assert decoded.size == (256, 256)
 
 
