@@ -4,6 +4,8 @@ FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cu126
+# "[scale]" adds Ray Serve and the Redis client (docker compose --profile scale builds it so).
+ARG EXTRAS=""
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PIP_NO_CACHE_DIR=1 \
@@ -23,7 +25,7 @@ COPY pipelines ./pipelines
 COPY scripts ./scripts
 COPY weights/manifest.toml ./manifest.toml
 # The CPU onnxruntime from the dependency list is swapped for the CUDA build.
-RUN pip install . \
+RUN pip install ".${EXTRAS}" \
  && pip uninstall -y onnxruntime \
  && pip install onnxruntime-gpu
 
