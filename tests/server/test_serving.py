@@ -377,3 +377,22 @@ def test_a_job_store_written_before_webhooks_opens_with_the_new_columns(tmp_path
         assert {"request_id", "webhook"} <= columns
     finally:
         store.close()
+
+
+def test_json_log_format_writes_one_object_per_line_with_the_request_id(tmp_path):
+    probe = ("from server.logs import configure_logging, REQUEST_ID; configure_logging('info', 'json'); "
+             "import logging; REQUEST_ID.set('trace-9'); logging.getLogger('facefoundry.engine').info('ran')")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    line = json.loads(done.stderr.strip())
+    assert line["request_id"] == "trace-9" and line["logger"] == "facefoundry.engine" and line["message"] == "ran"
+
+
+def test_failed_job_calls_its_webhook_with_the_error(tmp_path):
+    Receiver.calls, Receiver.answers = [], []
+    with local_origin(Receiver) as receiver, \
+            running(tmp_path, webhook_secret="hook-secret", fetch_allow=["127.0.0.1/32"]) as server:
+        job = post(server, "/v2/face-to-sticker", dict(STICKER, prompt="crash", webhook=f"{receiver}/hook")).json()
+        assert wait_terminal(job["status_url"]).json()["status"] == "FAILED"
+        wait_until(lambda: len(Receiver.calls) == 1)
+    payload = json.loads(Receiver.calls[0][1])
+    assert payload["event"] == "failed" and payload["status"] == "FAILED" and "kaboom" in payload["error"]
