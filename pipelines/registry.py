@@ -21,7 +21,7 @@ BUILT: dict[str, bool] = {
     "faceswap-v4": True,
     "sadtalker": True,
     "face-to-sticker": True,
-    "consistent-character": False,
+    "consistent-character": True,
 }
 
 
