@@ -9,6 +9,7 @@ own CLI from a config file: ``serve run server/scale/serve.yaml`` (``app_builder
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -79,5 +80,14 @@ def serve_on_ray(settings: Settings) -> int:
     ray.init(address=settings.ray_address)
     serve.start(http_options={"host": settings.host, "port": settings.port})
     log.info("deploying facefoundry on Ray Serve at http://%s:%s", settings.host, settings.port)
-    serve.run(build_application(settings), name=APP_NAME, route_prefix="/", blocking=True)
+    signal.signal(signal.SIGTERM, interrupt)  # docker stop: the same way out as Ctrl-C
+    try:
+        serve.run(build_application(settings), name=APP_NAME, route_prefix="/", blocking=True)
+    except KeyboardInterrupt:
+        log.info("stopping: the replicas finish their running jobs (shutdown grace %g s)", settings.shutdown_grace_s)
+        serve.shutdown()
     return 0
+
+
+def interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt

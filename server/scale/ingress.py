@@ -326,7 +326,9 @@ class Ingress:
 
 class ReplicaHeader:
     """``x-facefoundry-replica`` on every response: which ingress replica answered (a request
-    path across replicas can be read from a client's log)."""
+    path across replicas can be read from a client's log). And ``x-request-id`` left to Serve's
+    proxy, which gives every request one before the app sees it and echoes it on the response:
+    the app's own copy would send the header twice (segmind-api.md §2.3: each header once)."""
 
     def __init__(self, app, name: str):
         self.app = app
@@ -335,7 +337,8 @@ class ReplicaHeader:
     async def __call__(self, scope, receive, send):
         async def send_with_name(message):
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-facefoundry-replica", self.name)]
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                message["headers"] = [*headers, (b"x-facefoundry-replica", self.name)]
             await send(message)
 
         await self.app(scope, receive, send_with_name)
