@@ -154,4 +154,5 @@ class FaceToStickerPipeline:
         with timer.stage("remove_background"):
             rgba = self.c.background.remove(sticker)
         report_progress(progress, 5, STAGES)
-        return PipelineResult(images=[rgba], info={"timings": timer.seconds, "size": list(rgba.shape[1::-1])})
+        return PipelineResult(images=[rgba], info={"timings": timer.seconds, "steps": params.steps,
+                                                     "size": list(rgba.shape[1::-1])})
