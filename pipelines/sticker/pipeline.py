@@ -63,6 +63,9 @@ STAGES = 5
 class FaceToStickerPipeline:
     name = SLUG
     params_type = Params
+    # SDXL runs in fp16 on CUDA as the workflow's ComfyUI does; the VAE, depth, background and face
+    # networks stay float32 (components' own choice).
+    half_precision = True
 
     def __init__(self, components: StickerComponents, report: list[dict], device: str = "cpu",
                  upscaler: TiledUpscaler | None = None, upscale_unavailable: Exception | None = None):
