@@ -96,8 +96,11 @@ async def accept_job(request: Request, endpoint: Endpoint, persistent: bool) -> 
     except ValidationError as exc:
         raise ApiError(400, describe_validation_error(endpoint.request, exc)) from None
     engine.check_accepting(endpoint.slug)
-    # A loading endpoint is waited for here, without holding a thread or another endpoint's queue.
-    await asyncio.wrap_future(engine.loaded(endpoint.slug))
+    # A v1 call waits here for a loading endpoint (holding no thread and no other endpoint's queue);
+    # a v2 job is queued at once and waits in the queue. A remembered load failure is a 503 for both.
+    loading = engine.loaded(endpoint.slug)
+    if not persistent or loading.done():
+        await asyncio.wrap_future(loading)
     webhook = params.webhook if persistent else None
     if webhook:
         await check_webhook_url(webhook, settings)

@@ -180,10 +180,12 @@ def test_missing_weights_and_missing_pipeline_are_503(tmp_path, monkeypatch):
     monkeypatch.setattr(pool, "LOAD_RETRY_FIRST_S", 0.5)
     with running(tmp_path, lazy=True) as server:
         (server.settings.weights_dir / "expression-editor.fake").unlink()
-        missing = post(server, "/v2/expression-editor", {"image": b64(FACE)})
+        missing = post(server, "/v1/expression-editor", {"image": b64(FACE)})
         assert missing.status_code == 503 and int(missing.headers["retry-after"]) >= 1
         assert missing.json() == {"error": "weights for expression-editor are not installed: "
                                            "run scripts/download_weights.py expression-editor"}
+        # Remembered: a v2 submission is refused at once too, not queued to fail.
+        assert post(server, "/v2/expression-editor", {"image": b64(FACE)}).json() == missing.json()
         absent = post(server, "/v1/consistent-character", {"subject": b64(FACE)})
         assert absent.status_code == 503
         assert absent.json()["error"].startswith("the consistent-character pipeline is not available")

@@ -63,8 +63,13 @@ def test_slow_load_of_one_endpoint_does_not_delay_another(tmp_path, lazy):
         ready = httpx.get(f"{server.url}/ready")
         assert ready.status_code == 503 and "retry-after" in ready.headers
         assert ready.json()["loading"] == ["face-to-sticker"]
-        # The request for the loading endpoint waited for the load, then ran.
+        # A v2 job for the loading endpoint is queued at once and runs after the load.
+        started = time.perf_counter()
+        queued = post(server, "/v2/face-to-sticker", STICKER)
+        assert queued.status_code == 200 and time.perf_counter() - started < 1.0
+        # The v1 request for the loading endpoint waited for the load, then ran.
         assert sticker.result(timeout=20).status_code == 200
+        assert wait_terminal(queued.json()["status_url"]).json()["status"] == "COMPLETED"
         assert httpx.get(f"{server.url}/ready").status_code == 200
 
 
