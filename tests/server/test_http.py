@@ -177,7 +177,7 @@ def test_missing_weights_and_missing_pipeline_are_503(tmp_path, monkeypatch):
     from server import pool
 
     monkeypatch.setitem(registry.PIPELINES, "consistent-character", "pipelines.not_built_yet:Nothing")
-    monkeypatch.setattr(pool, "LOAD_RETRY_FIRST_S", 0.5)
+    monkeypatch.setattr(pool, "LOAD_RETRY_FIRST_S", 3.0)
     with running(tmp_path, lazy=True) as server:
         (server.settings.weights_dir / "expression-editor.fake").unlink()
         missing = post(server, "/v1/expression-editor", {"image": b64(FACE)})
@@ -199,7 +199,7 @@ def test_missing_weights_and_missing_pipeline_are_503(tmp_path, monkeypatch):
         (server.settings.weights_dir / "expression-editor.fake").write_text("fake")
         # The failure is remembered until its retry time (no reload storm), then the load is retried.
         assert post(server, "/v1/expression-editor", {"image": b64(FACE)}).status_code == 503
-        time.sleep(0.6)
+        time.sleep(3.1)
         assert post(server, "/v1/expression-editor", {"image": b64(FACE)}).status_code == 200
         assert httpx.get(f"{server.url}/ready").json()["pipelines"]["expression-editor"]["components"][0][
             "licence"] == "MIT"
