@@ -1,10 +1,10 @@
 """The Ray mode end to end: a local Ray cluster (2 CPUs, no GPU, loopback only) serving the real
 expression-editor on the tiny profile with 2 ingress and 2 runner replicas, Redis as the store.
 
-One deployment for the module (starting Ray and the replicas is most of its time): a v2 job is
-polled through another ingress replica than the one it was submitted to; 50 concurrent
-submissions spend exactly 50 credits and no more; killing the replica that runs a job re-runs
-it (COMPLETED) or, attempts spent, ends it FAILED with the reason.
+One deployment for the module (starting Ray and the replicas is most of its time): a v1 call; a
+v2 job polled through another ingress replica than the one it was submitted to; 50 concurrent
+submissions spend exactly 50 credits and no more; a running job cancelled; killing the replica
+that runs a job re-runs it (COMPLETED) or, attempts spent, ends it FAILED with the reason.
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def ray_serve(redis_url, tiny_weights, tmp_path_factory):
         store=redis_url, weights_root=tiny_weights.parent, weights="tiny", pipelines=[SLUG],
         keys_file=tmp / "keys.json", job_store=tmp / "jobs.sqlite", outputs_dir=tmp / "outputs",
         ray_ingress_replicas=2, ray_num_gpus=0, ray_num_cpus=1, ray_min_replicas=2, ray_max_replicas=2,
-        job_lease_s=2, job_max_attempts=2, queue_max=64, request_timeout_s=120,
+        job_lease_s=2, job_max_attempts=2, queue_max=64, request_timeout_s=120, shutdown_grace_s=1,
     )
     ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, _node_ip_address="127.0.0.1",
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}}, log_to_driver=False)
@@ -88,6 +88,7 @@ def test_a_v1_call_runs_on_a_runner_replica(ray_serve):
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "image/png" and response.headers["x-seed-value"].isdigit()
     assert float(response.headers["X-remaining-credits"]) == 1_000_000  # the unlimited key's figure
+    assert len(response.headers.get_list("x-request-id")) == 1  # Serve's proxy sets it too
 
 
 def test_a_job_submitted_through_one_ingress_replica_is_answered_by_another(ray_serve):
@@ -123,6 +124,21 @@ def test_concurrent_submissions_spend_exactly_the_credits_there_are(ray_serve):
     assert {terminal(url, job_id, key)["status"] for job_id in accepted} == {"COMPLETED"}
     credits = httpx.get(f"{url}/v1/get-user-credits", headers={"x-api-key": key}, timeout=30).json()["credits"]
     assert credits == 0.0
+
+
+def test_cancelling_a_running_job_stops_it_uncharged(ray_serve):
+    url, client = ray_serve
+    from server.redis_store import RedisKeyStore
+
+    key = "SG_1b2c3d4e5f60718a"
+    RedisKeyStore(client).add(key, credits=3)
+    job_id = submit(url, key, request_id=f"hold1-{uuid.uuid4()}").json()["request_id"]
+    running_replica(client, job_id)
+    answer = httpx.post(f"{url}/v2/requests/{job_id}/cancel", headers={"x-api-key": key}, timeout=30)
+    assert answer.status_code == 202 and answer.json()["status"] == "PROCESSING"
+    body = terminal(url, job_id, key)
+    assert (body["status"], body["error"]) == ("FAILED", "the request was cancelled")
+    assert httpx.get(f"{url}/v1/get-user-credits", headers={"x-api-key": key}, timeout=30).json()["credits"] == 3.0
 
 
 def running_replica(client, job_id: str, other_than: str = "", limit: float = 60) -> str:
