@@ -112,7 +112,8 @@ class RayEngine:
 
     def check_accepting(self, slug: str) -> None:
         if self._draining:
-            raise ApiError(503, "the server is shutting down; retry shortly", {"Retry-After": str(SHUTTING_DOWN_RETRY_S)})
+            raise ApiError(503, "the server is shutting down; retry shortly",
+                           {"Retry-After": str(SHUTTING_DOWN_RETRY_S)})
         waiting = self.store.depth(slug)
         if waiting >= self.settings.queue_max:
             raise ApiError(429, f"the server is busy: {waiting} {slug} requests are waiting; retry later",

@@ -168,7 +168,8 @@ class EndpointRunner:
             return self._fail_stored(job, token, ApiError(504, "the request timed out while waiting in the queue"))
         try:
             inputs = decode_inputs(ENDPOINTS[job.slug], self.jobs.read_inputs(job.id), self.settings)
-            files = self._execute(job.params, inputs, job.seed, job.fmt, job.quality, lambda: self._stop_if_cancelled(job))
+            files = self._execute(job.params, inputs, job.seed, job.fmt, job.quality,
+                                  lambda: self._stop_if_cancelled(job))
         except Cancelled:
             return self._fail_stored(job, token, ApiError(409, CANCELLED_MESSAGE))
         except Exception as exc:

@@ -120,7 +120,8 @@ def test_concurrent_submissions_spend_exactly_the_credits_there_are(ray_serve):
         answers = list(pool.map(lambda _: submit(url, key), range(55)))
     accepted = [a.json()["request_id"] for a in answers if a.status_code == 200]
     refused = [a for a in answers if a.status_code != 200]
-    assert len(accepted) == 50 and {(a.status_code, a.json()["error"]) for a in refused} == {(406, "Insufficient credits")}
+    assert len(accepted) == 50
+    assert {(a.status_code, a.json()["error"]) for a in refused} == {(406, "Insufficient credits")}
     assert {terminal(url, job_id, key)["status"] for job_id in accepted} == {"COMPLETED"}
     credits = httpx.get(f"{url}/v1/get-user-credits", headers={"x-api-key": key}, timeout=30).json()["credits"]
     assert credits == 0.0

@@ -147,7 +147,8 @@ def test_keys_lookup_revoke_and_credit(keys):
     with pytest.raises(ValueError):
         keys.add(KEY)
     found = keys.find(KEY)
-    assert (found.id, found.credits, found.models, found.rpm, found.hint) == (entry.id, 10.0, ["sadtalker"], 5, "SG_01…")
+    assert (found.id, found.credits, found.models, found.rpm) == (entry.id, 10.0, ["sadtalker"], 5)
+    assert found.hint == "SG_01…"
     assert keys.find("SG_fedcba9876543210") is None
     assert keys.credit(entry.id, 2.5).credits == 12.5
     keys.revoke(KEY)
