@@ -66,6 +66,7 @@ def test_controlnets_and_plus_face_follow_comfyui_sigma_gates(sticker):
     """At 20 Karras steps the depth ControlNet runs 11 steps (σ ≥ σ(0.7)) and plus-face 5 (§2.2)."""
     sdxl = sticker.c.sdxl
     calls = {"identitynet": 0, "depth": 0}
+    contexts = set()
     plus_face_scales = []
 
     def counting(model, name):
@@ -73,6 +74,7 @@ def test_controlnets_and_plus_face_follow_comfyui_sigma_gates(sticker):
 
         def forward(*args, **kwargs):
             calls[name] += 1
+            contexts.add(tuple(kwargs["encoder_hidden_states"].shape[:2]))
             return original(*args, **kwargs)
         return forward
 
@@ -89,6 +91,8 @@ def test_controlnets_and_plus_face_follow_comfyui_sigma_gates(sticker):
     finally:
         sdxl.identitynet.forward, sticker.c.depth_controlnet.forward, sdxl.pipe.set_ip_adapter_scale = originals
     assert calls == {"identitynet": 20, "depth": 11}
+    # Both ControlNets attend to the 16 InstantID face tokens (uncond, cond), not to the text (§2.2 step 5).
+    assert contexts == {(2, 16)}
     assert plus_face_scales == [BASE.ip_adapter_weight, 0.0]
 
 
