@@ -27,8 +27,19 @@ TILE_PROMPT = "svg, vector art, sharp"
 TILE_NEGATIVE = "nsfw, photo, photography, watermark"
 
 
+# BasicSR / traiNNer training checkpoints wrap the weights; the EMA copy is the published one.
+TRAINING_WRAPPERS = ("params_ema", "params")
+
+
+def unwrapped_state(state: dict) -> dict:
+    for key in TRAINING_WRAPPERS:
+        if key in state:
+            return state[key]
+    return state
+
+
 def load_esrgan(path: Path, device: str = "cpu") -> RRDBNet:
-    state = basicsr_state(read_state_file(path))
+    state = basicsr_state(unwrapped_state(read_state_file(path)))
     net = RRDBNet(**rrdbnet_config(state))
     return load_strict(net, state, str(path)).to(device).eval()
 

@@ -11,7 +11,7 @@ from pipelines.sticker.background import min_max, paste_through_mask
 from pipelines.sticker.depth import depth_to_hint, input_size
 from pipelines.sticker.isnet import ISNet
 from pipelines.sticker.rrdbnet import RRDBNet, basicsr_state, esrgan_state, rrdbnet_config
-from pipelines.sticker.upscale import context_box, tile_grid
+from pipelines.sticker.upscale import context_box, load_esrgan, tile_grid
 
 
 def test_isnet_matches_rmbg_1_4():
@@ -79,3 +79,15 @@ def test_tiles_cover_the_image_and_keep_their_context_inside():
     assert context_box((0, 0, 512, 512), 1100, 600) == (0, 0, 544, 544)
     assert context_box((512, 0, 1024, 512), 1100, 600) == (496, 0, 1040, 544)
     assert context_box((1024, 512, 1100, 600), 1100, 600) == (992, 480, 1100, 600)
+
+
+@pytest.mark.parametrize("wrapper", [None, "params", "params_ema"])
+def test_esrgan_files_load_bare_or_wrapped(tmp_path, wrapper):
+    net = RRDBNet(features=8, blocks=2, growth=4)
+    state = esrgan_state(net)
+    path = tmp_path / "4x.pth"
+    torch.save(state if wrapper is None else {wrapper: state}, str(path))
+    loaded = load_esrgan(path)
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), net(x))
