@@ -139,3 +139,9 @@ def test_detection_retries_at_smaller_sizes_like_the_instantid_node(sticker):
     finally:
         detector.raw_outputs = real
     assert sizes == [640, 576, 512] and len(faces) == 1
+
+
+def test_non_square_photo_and_output(sticker):
+    photo = face_photo(hw=(480, 320), faces=((160, 240, 20),))
+    result = sticker(dataclasses.replace(BASE, steps=1, width=320, height=256), {"image": photo}, seed=9)
+    assert result.images[0].shape == (256, 320, 4)
