@@ -1,7 +1,7 @@
 """Throughput and latency of expression-editor on Ray Serve (1 and 2 replicas) and on the
 embedded server, on the tiny profile (issue 14, "Benchmark").
 
-    .venv/bin/python scripts/bench_ray.py [--seconds 15] [--gpu] [--out bench_ray.json]
+    .venv/bin/python scripts/bench_ray.py [--seconds 10] [--gpu] [--out bench_ray.json]
 
 Each setup is warmed up, then measured twice over the same v1 request: one client in a loop
 (latency p50/p95, and the overhead per request: latency minus the server's X-generation-time,
@@ -14,13 +14,13 @@ import argparse
 import base64
 import io
 import json
+import os
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 SLUG = "expression-editor"
 WARMUP_REQUESTS = 3
-LATENCY_REQUESTS = 20
+LATENCY_REQUESTS = 15
 
 
 def free_port() -> int:
@@ -101,24 +101,31 @@ def start_redis(folder: Path) -> tuple[subprocess.Popen, str]:
     return process, f"redis://127.0.0.1:{port}/0"
 
 
-def embedded(settings_values: dict, body: dict, seconds: float) -> dict:
-    import uvicorn
-
-    from server.app import create_app
-    from server.settings import Settings
-
-    settings = Settings(**{**settings_values, "port": free_port()})
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
+def embedded(work: Path, body: dict, seconds: float, device: str) -> dict:
+    """``facefoundry serve`` in its own process, as deployed (the client's threads would share
+    the GIL with an in-process server)."""
+    port = free_port()
+    args = [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--no-auth", "--weights", "tiny",
+            "--weights-root", str(work / "weights"), "--pipelines", SLUG, "--device", device,
+            "--keys-file", str(work / "keys.json"), "--job-store", str(work / "jobs.sqlite"),
+            "--outputs-dir", str(work / "outputs"), "--log-level", "warning"]
+    # One torch thread, as Ray gives each replica: oversubscribed intra-op threads on a shared CPU
+    # measure the contention, not the server.
+    process = subprocess.Popen(args, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
-        return measure(f"http://127.0.0.1:{settings.port}", body, clients=2, seconds=seconds)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{url}/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        return measure(url, body, clients=2, seconds=seconds)
     finally:
-        server.should_exit = True
-        thread.join(10)
+        process.terminate()
+        process.wait(30)
 
 
 def on_ray(settings_values: dict, body: dict, seconds: float, gpu: bool) -> dict[str, dict]:
@@ -149,7 +156,7 @@ def on_ray(settings_values: dict, body: dict, seconds: float, gpu: bool) -> dict
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=15.0, help="length of each throughput run")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each throughput run")
     parser.add_argument("--gpu", action="store_true", help="run the pipeline on cuda:0 (Ray: a GPU share each)")
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     options = parser.parse_args(argv)
@@ -164,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                   device=["cuda:0" if options.gpu else "cpu"], request_timeout_s=120, queue_max=64)
     body = request_body()
     try:
-        results = {"embedded": embedded({**values, "store": None}, body, options.seconds)}
+        results = {"embedded": embedded(work, body, options.seconds, values["device"][0])}
         print(f"embedded: {results['embedded']}", flush=True)
         results.update(on_ray(values, body, options.seconds, options.gpu))
     finally:
