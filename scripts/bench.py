@@ -166,11 +166,27 @@ def sadtalker_cases(args) -> list[Case]:
             for size in args.image_size for enhancer in args.enhancer]
 
 
+def face_to_sticker_cases(args) -> list[Case]:
+    inputs = {"image": astronaut()}
+    if args.profile == "tiny":
+        # The tiny profile checks that the script runs: 20 steps at 1024 x 1024 take minutes on a CPU
+        # even with a tiny UNet, so the smallest request the protocol allows stands in.
+        return [Case("face-to-sticker", "256 x 256, 1 step (tiny profile)", {"width": 256, "height": 256, "steps": 1},
+                     inputs)]
+    return [Case("face-to-sticker", "default parameters", {}, inputs)]
+
+
+def consistent_character_cases(args) -> list[Case]:
+    return [Case("consistent-character", "default parameters", {}, {"subject": astronaut()})]
+
+
 # In the order ``all`` runs them: the cheap ones first, so a short budget still covers most endpoints.
 CASES: dict[str, Callable[[argparse.Namespace], list[Case]]] = {
     "expression-editor": expression_editor_cases,
     "sadtalker": sadtalker_cases,
     "faceswap-v4": faceswap_cases,
+    "face-to-sticker": face_to_sticker_cases,
+    "consistent-character": consistent_character_cases,
 }
 
 
@@ -225,7 +241,7 @@ def stage_seconds(info: dict[str, Any]) -> dict[str, float]:
 
 def synchronize(device: str) -> None:
     if device.startswith("cuda"):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
 class Budget:
@@ -276,7 +292,7 @@ def run_case(pipeline, case: Case, runs: int, warmup: int, device: str, dtype: s
     params = params_for(case.endpoint, pipeline.params_type, **case.params)
     samples, info, first_run, result = [], {}, None, None
     if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats(device)
     cut = False
     for index in range(warmup + runs):
         if samples and budget.spent():
@@ -296,7 +312,7 @@ def run_case(pipeline, case: Case, runs: int, warmup: int, device: str, dtype: s
             samples.append({**stage_seconds(result.info), "total": total, "cpu": time.process_time() - cpu_start})
             info = {k: v for k, v in result.info.items() if k != "timings"}
     stages = {k: statistics.median(s.get(k, 0.0) for s in samples) for k in samples[0] if k not in ("total", "cpu")}
-    peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
+    peak = torch.cuda.max_memory_allocated(device) if device.startswith("cuda") else None
     out = CaseResult(case.endpoint, case.label, dtype, case.params, len(samples), stages,
                      statistics.median(s["total"] for s in samples), statistics.median(s["cpu"] for s in samples),
                      first_run, peak, load_seconds, samples, info, cut_by_budget=cut)
