@@ -41,6 +41,8 @@ from pipelines.sticker.tiny import (
 from pipelines.weights.manifest import load_manifest
 
 SAFETY_WIDTH = 32
+# The hint embedding's output gain: large enough that two poses give visibly different pictures.
+HINT_GAIN = 10.0
 CLIP_PREPROCESSOR = {
     "crop_size": {"height": 224, "width": 224}, "do_center_crop": True, "do_convert_rgb": True,
     "do_normalize": True, "do_rescale": True, "do_resize": True, "rescale_factor": 1 / 255,
@@ -61,9 +63,13 @@ def write_openpose(path: Path, unet, seed: int) -> None:
 
     controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=CONTROLNET_HINT_CHANNELS)
     generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # zero output convolutions would make the hint irrelevant
+    # ControlNets start with zero convolutions at the hint embedding's output and at every residual;
+    # small random ones make the pose hint change the picture.
+    with torch.no_grad():
         for name, param in controlnet.named_parameters():
-            if name.startswith(("controlnet_down_blocks", "controlnet_mid_block")):
+            if name.startswith("controlnet_cond_embedding.conv_out"):
+                param.copy_(torch.randn(param.shape, generator=generator) * HINT_GAIN)
+            elif name.startswith(("controlnet_down_blocks", "controlnet_mid_block")):
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
     controlnet.save_config(str(path.parent))
     save_file({k: v.contiguous() for k, v in controlnet.state_dict().items()}, str(path))
