@@ -56,3 +56,18 @@ def test_audio_batch_size_leaves_expression_and_pose_unchanged():
                                    whole_exp.numpy(), atol=1e-5)
         np.testing.assert_allclose(pose_vae.pose_sequence(mels, ref_pose, 3, z, batch).numpy(),
                                    whole_pose.numpy(), atol=1e-5)
+
+
+def test_compile_switch_wraps_the_renderers_per_frame_pass(tiny_weights):
+    """Compilation itself is lazy (the first call, or the CUDA batch sizing at load); on CPU loading
+    only wraps the per-frame ``render`` at both sizes."""
+    from pipelines.base import LoadOptions
+    from pipelines.sadtalker.pipeline import SadTalkerPipeline
+
+    plain = SadTalkerPipeline.load(LoadOptions(weights_dir=tiny_weights), SadTalkerSettings())
+    compiled = SadTalkerPipeline.load(LoadOptions(weights_dir=tiny_weights), SadTalkerSettings(compile_renderer=True))
+    for size in (256, 512):
+        assert "render" not in vars(plain.models.bundles[size].render.generator)
+        wrapped = vars(compiled.models.bundles[size].render.generator)["render"]
+        assert hasattr(wrapped, "_torchdynamo_orig_callable")
+    assert compiled.batches.render(256) == CPU_RENDER_FRAMES
