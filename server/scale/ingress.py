@@ -208,14 +208,17 @@ class RayEngine:
         try:
             while True:
                 try:
-                    await self.handles[slug].run_stored.remote(job_id, token)
-                    self._notify(job_id)
+                    if await self.handles[slug].run_stored.remote(job_id, token) in (COMPLETED, FAILED):
+                        self._notify(job_id)  # the runner ended it (else whoever did has notified)
                     return
                 except BackPressureError:
                     await asyncio.sleep(DISPATCH_RETRY_S)
                     continue
                 except RayActorError as exc:
                     log.warning("the runner of v2 job %s stopped (%s)", job_id, type(exc).__name__)
+                except Exception as exc:  # a fault in the runner's own code: as if it had stopped
+                    log.error("running v2 job %s failed outside its pipeline", job_id, exc_info=exc)
+                    await asyncio.sleep(DISPATCH_RETRY_S)
                 action, token = await asyncio.to_thread(self._take_back, job_id, token)
                 if action != "dispatch":
                     return

@@ -186,9 +186,10 @@ class EndpointRunner:
         return COMPLETED
 
     def _fail_stored(self, job: Job, token: str, error: ApiError) -> str:
-        if self.jobs.fail(job.id, time.time(), error.message, token=token):
-            self.gatekeeper.refund(job.key_id, job.cost)
-            self.jobs.drop_inputs(job.id)
+        if not self.jobs.fail(job.id, time.time(), error.message, token=token):
+            return NOT_CLAIMED  # cancelled or taken over meanwhile: that side settled it
+        self.gatekeeper.refund(job.key_id, job.cost)
+        self.jobs.drop_inputs(job.id)
         return FAILED
 
     def _execute(self, params, inputs, seed: int, fmt: str, quality: int, stop) -> list[OutputFile]:
