@@ -4,9 +4,10 @@ The DreamShaper XL Lightning stand-in is a single-file ldm checkpoint against th
 configs; OpenPose XL is a ``ControlNetModel`` state dict in one ``.safetensors`` beside its
 ``config.json`` (thibaud's layout); ``Eyes.pt`` is a tiny YOLOv8 pickled as ultralytics would, whose
 class branch never fires: the tiny pictures are noise, in which an eye detector finds no eyes (the
-detailer itself is tested with a detector that fires everywhere); the safety checker is its diffusers folder with the CLIP preprocessor config. InstantID, plus-face,
-IdentityNet and CLIP-H are the files face-to-sticker also reads, written by the same writers, so
-either endpoint's hook leaves a profile both load; antelopev2 comes from the shared hook.
+detailer itself is tested with a detector that fires everywhere); the safety checker is its
+diffusers folder with the CLIP preprocessor config. InstantID, plus-face, IdentityNet and CLIP-H are
+the files face-to-sticker also reads, written by the same writers, so either endpoint's hook leaves
+a profile both load; antelopev2 comes from the shared hook.
 """
 from __future__ import annotations
 
@@ -111,7 +112,8 @@ def write_tiny(dest: Path) -> None:
     pipe = build_tiny_inpaint_pipeline(seed=11)
     write_single_file_sdxl(_dest(dest, "dreamshaper_xl_lightning"), pipe)
     write_instantid_bin(_dest(dest, "instantid.ip_adapter"),
-                        resampler_state(RESAMPLER_WIDTH, 1, FACE_TOKENS, FACE_EMBEDDING_DIM, CROSS_ATTENTION_DIM, seed=4),
+                        resampler_state(RESAMPLER_WIDTH, 1, FACE_TOKENS, FACE_EMBEDDING_DIM,
+                                        CROSS_ATTENTION_DIM, seed=4),
                         ip_adapter_attention_state(pipe.unet, seed=3))
     write_plus_face_safetensors(_dest(dest, "ip_adapter.plus_face_sdxl"),
                                 resampler_state(RESAMPLER_WIDTH, 1, FACE_TOKENS, CLIP_VISION_WIDTH,
