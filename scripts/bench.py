@@ -12,7 +12,8 @@ output distance (issues #4, #5, #6, "Benchmark"; issue 16).
 on CUDA, in float16 (``--dtypes``), resetting the peak-memory counter per case, and compares each
 reduced-precision output with the float32 one of the same case and seed. ``--budget-s`` bounds the
 whole run: no new step starts after it, and the JSON report is rewritten after every case, so a run
-cut short leaves every finished case behind. ``--compile`` adds a sadtalker case with the renderer
+cut short leaves every finished case behind; a case that fails is recorded with its error and the
+run goes on (exit status 1 at the end). ``--compile`` adds a sadtalker case with the renderer
 under ``torch.compile`` and reports its compile time apart.
 
 ``--profile full`` (default) loads every torch network at its official size with deterministic
@@ -32,6 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -529,6 +531,13 @@ def weights_for(slug: str, args) -> Path:
     return bench_weights.full_weights_dir(slug, args.cache_dir, full_sdxl=args.sdxl == "full", device=args.device)
 
 
+def record_failure(report: dict[str, Any], slug: str, label: str, dtype: str | None, error: Exception) -> None:
+    traceback.print_exception(error)
+    report["skipped"].append({"endpoint": slug, "label": label, "dtype": dtype or "",
+                              "reason": f"failed: {type(error).__name__}: {error}"[:400]})
+    report["failed"] = True
+
+
 def bench_endpoint(slug: str, args, report: dict[str, Any], budget: Budget) -> None:
     """Every case of ``slug`` in every dtype (then the compiled renderer), recording as it goes."""
     start = time.perf_counter()
@@ -547,14 +556,26 @@ def bench_endpoint(slug: str, args, report: dict[str, Any], budget: Budget) -> N
             report["skipped"].extend({"endpoint": slug, "label": c.label, "dtype": dtype, "reason": "budget"}
                                      for c in cases)
             continue
-        pipeline, load_seconds = load_pipeline(slug, weights_dir, args.device, dtype, compiled)
+        try:
+            pipeline, load_seconds = load_pipeline(slug, weights_dir, args.device, dtype, compiled)
+        except Exception as error:  # one broken load must not end a GPU lease's only run
+            for c in cases:
+                record_failure(report, slug, c.label, dtype, error)
+            release(args.device)
+            continue
         notes = prepare_untrained(pipeline, slug, installed=args.weights_dir is not None)
         for case in cases:
             label = case.label + (", torch.compile renderer" if compiled else "")
             if budget.spent():
                 report["skipped"].append({"endpoint": slug, "label": label, "dtype": dtype, "reason": "budget"})
                 continue
-            result, pixels = run_case(pipeline, case, args.runs, args.warmup, args.device, dtype, load_seconds, budget)
+            try:
+                result, pixels = run_case(pipeline, case, args.runs, args.warmup, args.device, dtype, load_seconds,
+                                          budget)
+            except Exception as error:  # e.g. out of memory in one dtype: the other cases still run
+                record_failure(report, slug, label, dtype, error)
+                release(args.device)
+                continue
             result.label = label
             if dtype == "float32" and not compiled:
                 float32_outputs[case.label] = pixels
@@ -585,20 +606,23 @@ def main(argv: list[str] | None = None) -> int:
         "endpoint": args.endpoint, "profile": f"installed ({args.weights_dir})" if args.weights_dir else args.profile,
         "sdxl": args.sdxl, "device": args.device, "dtypes": args.dtypes, "runs": args.runs, "warmup": args.warmup,
         "budget_s": args.budget_s, "machine": machine(args.device), "load_average": [os.getloadavg()[0]],
-        "endpoints": {}, "cases": [], "skipped": [], "complete": False,
+        "endpoints": {}, "cases": [], "skipped": [], "complete": False, "failed": False,
     }
     print(format_header(report), flush=True)
     for slug in endpoints_to_run(args):
         if budget.spent():
             report["skipped"].append({"endpoint": slug, "reason": "budget"})
             continue
-        bench_endpoint(slug, args, report, budget)
+        try:
+            bench_endpoint(slug, args, report, budget)
+        except Exception as error:  # building its weights failed: the other endpoints still run
+            record_failure(report, slug, "", None, error)
         write_report(args.json, report)
     report["load_average"].append(os.getloadavg()[0])
     report["complete"] = not report["skipped"]
     write_report(args.json, report)
     print(summary_rows(report))
-    return 0
+    return 1 if report["failed"] else 0
 
 
 if __name__ == "__main__":

@@ -169,6 +169,10 @@ SDXL_SCHEDULER = {
 LIGHTNING_RANK = 64
 SDXL_FOLDER = "sdxl.base."
 SDXL_LORA = "sdxl.lightning_8step_lora"
+# Endpoints whose SDXL files all have full-size writers. face-to-sticker and consistent-character
+# read SDXL's config folder for their single-file checkpoints, which have none: a full-size config
+# beside a tiny checkpoint would not load, so they keep the tiny SDXL.
+FULL_SDXL_SLUGS = ("faceswap-v4",)
 
 
 def write_full_sdxl(model_dir: Path, lora_path: Path, device: str = "cpu") -> None:
@@ -219,7 +223,9 @@ def tiny_weights_dir(root: Path | None = None, slugs: list[str] | None = None) -
 
 def full_weights_dir(slug: str, root: Path | None = None, full_sdxl: bool = False, device: str = "cpu") -> Path:
     """Full size, deterministic weights, for ``slug`` (other endpoints' files are added when benched);
-    ``full_sdxl``: SDXL at its real size too (a directory of its own, built on ``device``)."""
+    ``full_sdxl``: SDXL at its real size too (a directory of its own, built on ``device``) for the
+    endpoints in ``FULL_SDXL_SLUGS``."""
+    full_sdxl = full_sdxl and slug in FULL_SDXL_SLUGS
     root = root or cache_root()
     tiny = tiny_weights_dir(root)
     dest = root / f"full-seed{WEIGHT_SEED}{'-sdxl' if full_sdxl else ''}"

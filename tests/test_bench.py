@@ -97,6 +97,25 @@ def test_a_case_stops_after_its_first_timed_run_once_the_budget_is_spent(bench):
     assert result.stages == {"work": 0.001} and pixels.shape == (1, 8, 8, 3)
 
 
+class FailingPipeline(CountingPipeline):
+    detector = None
+
+    def __call__(self, params, inputs, seed, progress=None):
+        raise RuntimeError("CUDA out of memory")
+
+
+def test_a_failing_case_is_recorded_and_the_run_goes_on(bench, monkeypatch):
+    monkeypatch.setattr(bench, "weights_for", lambda slug, args: Path("unused"))
+    monkeypatch.setattr(bench.bench_weights, "profile_files", lambda weights_dir, slug: {})
+    monkeypatch.setattr(bench, "load_pipeline", lambda *args: (FailingPipeline(), 0.1))
+    args = bench.parse_args(["expression-editor", "--device", "cpu", "--runs", "1", "--warmup", "0"])
+    report = {"endpoints": {}, "cases": [], "skipped": [], "failed": False}
+    bench.bench_endpoint("expression-editor", args, report, bench.Budget(None))
+    assert report["failed"] and not report["cases"]
+    assert [s["label"] for s in report["skipped"]] == [c.label for c in bench.expression_editor_cases(args)]
+    assert all(s["reason"] == "failed: RuntimeError: CUDA out of memory" for s in report["skipped"])
+
+
 def test_output_distance(bench):
     a = np.zeros((2, 4, 4, 3), np.uint8)
     same = bench.output_distance(a, a.copy())
