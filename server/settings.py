@@ -103,7 +103,10 @@ class Settings(BaseSettings):
         None, description="Ray cluster to join (auto, or ray://head:10001); unset: start a local one."
     )
     ray_ingress_replicas: int = Field(2, ge=1, description="Replicas of the HTTP ingress (stateless, no GPU).")
-    ray_num_gpus: float = Field(1.0, ge=0, description="GPUs per pipeline replica; fractional shares a GPU (0.5).")
+    ray_num_gpus: float | None = Field(
+        None, ge=0, description="GPUs per pipeline replica; fractional shares a GPU (0.5); unset: 1 when --device "
+        "is CUDA, else 0.",
+    )
     ray_num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per pipeline replica.")
     ray_min_replicas: int = Field(1, ge=0, description="Fewest replicas per endpoint (autoscaling lower bound).")
     ray_max_replicas: int = Field(1, ge=1, description="Most replicas per endpoint (autoscaling upper bound).")

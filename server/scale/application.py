@@ -46,14 +46,21 @@ def scaling_options(settings: Settings) -> dict[str, Any]:
                                    "target_ongoing_requests": 1}}
 
 
+def gpus_per_replica(settings: Settings) -> float:
+    if settings.ray_num_gpus is not None:
+        return settings.ray_num_gpus
+    return 1.0 if settings.device[0].startswith("cuda") else 0.0
+
+
 def build_application(settings: Settings, runner_class: type = EndpointRunner):
     values = replica_settings(settings)
+    gpus = gpus_per_replica(settings)
     runners = {}
     for slug in settings.pipelines:
         if not registry.is_built(slug):
             continue
         deployment = serve.deployment(runner_class).options(
-            name=slug, ray_actor_options={"num_gpus": settings.ray_num_gpus, "num_cpus": settings.ray_num_cpus},
+            name=slug, ray_actor_options={"num_gpus": gpus, "num_cpus": settings.ray_num_cpus},
             max_ongoing_requests=settings.ray_max_ongoing_requests, max_queued_requests=settings.queue_max,
             graceful_shutdown_timeout_s=settings.shutdown_grace_s, **scaling_options(settings),
         )
