@@ -1,7 +1,7 @@
 """/v1/expression-editor over real HTTP on the tiny profile, with the scikit-image astronaut.
 
 One uvicorn for the module, serving the tiny checkpoints through the production loaders; the tiny
-face detector fires predictably (pipelines/expression_editor/tiny_yolo.py), so every request goes
+face detector fires predictably (pipelines/common/tiny_yolo.py), so every request goes
 the whole way: detection, crop, the five networks, paste-back and encoding.
 """
 from __future__ import annotations
