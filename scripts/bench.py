@@ -9,7 +9,8 @@ output distance (issues #4, #5, #6, "Benchmark"; issue 16).
     python scripts/bench.py sadtalker --audio-seconds 10 --image-size 256 512 --enhancer on off [--frames K]
 
 ``all`` runs every built endpoint (``pipelines.registry``) at its default parameters, in float32 and,
-on CUDA, in float16 (``--dtypes``), resetting the peak-memory counter per case, and compares each
+on CUDA, in the server's default dtype (``auto``: float16 for the pipelines that declare
+``half_precision``; ``--dtypes``), resetting the peak-memory counter per case, and compares each
 reduced-precision output with the float32 one of the same case and seed. ``--budget-s`` bounds the
 whole run: no new step starts after it, and the JSON report is rewritten after every case, so a run
 cut short leaves every finished case behind; a case that fails is recorded with its error and the
@@ -68,8 +69,8 @@ EDIT = {"rotate_pitch": 0, "rotate_yaw": 10, "rotate_roll": 0, "blink": -5, "eye
 MIN_FRAMES = 3
 # Stages whose work is one unit per video frame: scaled from the rendered frames to the whole clip.
 PER_FRAME_STAGES = ("audio", "coefficients", "render", "paste", "enhance", "encode")
-# The dtype a CUDA deployment runs the pipelines in besides float32 (LoadOptions.dtype).
-CUDA_REDUCED_DTYPE = "float16"
+# The server's default dtype setting: float16 on CUDA for the pipelines that declare half_precision.
+SERVER_DEFAULT_DTYPE = "auto"
 # Video outputs are compared on this many frames spread over the clip.
 COMPARED_FRAMES = 25
 SEED = 0
@@ -476,8 +477,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", choices=("full", "tiny"), default="full",
                    help="full: official sizes, deterministic weights (default); tiny: the tiny profile")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtypes", "--dtype", nargs="+", choices=("float32", "float16", "bfloat16"),
-                   help="default: float32 and float16 on CUDA, float32 on CPU")
+    p.add_argument("--dtypes", "--dtype", nargs="+", choices=("float32", "float16", "bfloat16", "auto"),
+                   help="default: float32 and the server's default (auto: float16 where the pipeline declares "
+                   "half_precision) on CUDA, float32 on CPU")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--budget-s", type=float, help="stop starting new work after this many seconds")
@@ -504,8 +506,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     cuda = args.device.startswith("cuda")
     if args.dtypes is None:
-        args.dtypes = ["float32", CUDA_REDUCED_DTYPE] if cuda else ["float32"]
-    if not cuda and set(args.dtypes) != {"float32"}:
+        args.dtypes = ["float32", SERVER_DEFAULT_DTYPE] if cuda else ["float32"]
+    if not cuda and set(args.dtypes) - {"float32", SERVER_DEFAULT_DTYPE}:
         p.error("float16/bfloat16 are CUDA settings (LoadOptions.dtype); CPU runs in float32")
     if args.sdxl is None:
         args.sdxl = "full" if cuda else "tiny"
@@ -538,6 +540,15 @@ def record_failure(report: dict[str, Any], slug: str, label: str, dtype: str | N
     report["failed"] = True
 
 
+def dtypes_for(slug: str, args) -> list[str]:
+    """``--dtypes`` as the server resolves them for ``slug`` (server/pool.py ``resolved_dtype``, not
+    imported: it brings the HTTP stack, which a bare GPU machine lacks); "auto" is float32 for a
+    pipeline without ``half_precision``, and that dtype then runs once."""
+    half = args.device.startswith("cuda") and getattr(registry.pipeline_class(slug), "half_precision", False)
+    resolved = [("float16" if half else "float32") if d == SERVER_DEFAULT_DTYPE else d for d in args.dtypes]
+    return list(dict.fromkeys(resolved))
+
+
 def bench_endpoint(slug: str, args, report: dict[str, Any], budget: Budget) -> None:
     """Every case of ``slug`` in every dtype (then the compiled renderer), recording as it goes."""
     start = time.perf_counter()
@@ -547,9 +558,10 @@ def bench_endpoint(slug: str, args, report: dict[str, Any], budget: Budget) -> N
         "weights": bench_weights.profile_files(weights_dir, slug)}
     cases = CASES[slug](args)
     float32_outputs: dict[str, np.ndarray] = {}
-    variants = [(dtype, False) for dtype in args.dtypes]
+    dtypes = dtypes_for(slug, args)
+    variants = [(dtype, False) for dtype in dtypes]
     if args.compile and slug == "sadtalker":
-        variants.append((args.dtypes[0], True))
+        variants.append((dtypes[0], True))
     plain_load: dict[str, float] = {}
     for dtype, compiled in variants:
         if budget.spent():

@@ -116,6 +116,15 @@ def test_a_failing_case_is_recorded_and_the_run_goes_on(bench, monkeypatch):
     assert all(s["reason"] == "failed: RuntimeError: CUDA out of memory" for s in report["skipped"])
 
 
+def test_cuda_runs_float32_and_the_servers_default_once_each(bench):
+    args = bench.parse_args(["all", "--device", "cuda"])
+    assert args.dtypes == ["float32", "auto"] and args.sdxl == "full" and args.frames is None
+    assert bench.dtypes_for("expression-editor", args) == ["float32", "float16"]  # half_precision
+    assert bench.dtypes_for("sadtalker", args) == ["float32"]  # fp32 only (sadtalker.md §6)
+    cpu = bench.parse_args(["all", "--device", "cpu", "--dtypes", "auto"])
+    assert bench.dtypes_for("expression-editor", cpu) == ["float32"]  # CPU always computes in float32
+
+
 def test_output_distance(bench):
     a = np.zeros((2, 4, 4, 3), np.uint8)
     same = bench.output_distance(a, a.copy())
