@@ -64,6 +64,9 @@ def lanczos_scale(image: np.ndarray, factor: float) -> np.ndarray:
 class ConsistentCharacterPipeline:
     name = SLUG
     params_type = Params
+    # SDXL and its ControlNets run in fp16 on CUDA as the workflow's ComfyUI does; the VAE, the eye
+    # detector, the safety checker and the face networks stay float32 (components' own choice).
+    half_precision = True
 
     def __init__(self, components: CharacterComponents, report: list[dict], device: str = "cpu"):
         self.c = components
@@ -85,6 +88,11 @@ class ConsistentCharacterPipeline:
 
     def components(self) -> list[dict]:
         return self.report
+
+    def onnx_providers(self) -> list[str]:
+        """The execution providers antelopev2's onnxruntime sessions actually use (for /ready)."""
+        sessions = (self.c.detector.session, self.c.recognizer.session)
+        return sorted({provider for session in sessions for provider in session.get_providers()})
 
     def free_memory(self) -> None:
         if self.device.startswith("cuda"):
