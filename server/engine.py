@@ -211,9 +211,14 @@ class Engine:
         return PROCESSING
 
     def lookup(self, job_id: str) -> dict | None:
+        """The stored row, with the running job's last ``progress`` (done, total) when it has one."""
         row = self.store.get(job_id)
         if row is None or row["expires"] < time.time():
             return None
+        with self._lock:
+            job = self._active.get(job_id)
+        if job is not None and job.progress is not None and row["status"] == PROCESSING:
+            row = {**row, "progress": job.progress}
         return row
 
     # -- running ----------------------------------------------------------------------------
@@ -260,7 +265,7 @@ class Engine:
                 if inputs is None:
                     raw = read_inputs(self.settings.inputs_dir / job.id)
                     inputs = decode_inputs(ENDPOINTS[job.slug], raw, self.settings)
-                result = pipeline(job.params, inputs, job.seed, progress=lambda done, total: stop_if_cancelled(job))
+                result = pipeline(job.params, inputs, job.seed, progress=lambda done, total: track_progress(job, done, total))
             finally:
                 pool.release(job.slug)
             files = encode_result(result, job.fmt, job.quality)
@@ -362,8 +367,10 @@ class Engine:
                 "queue_depth": self.queues.depth(), "pipelines": pipelines}
 
 
-def stop_if_cancelled(job: Job) -> None:
-    """The pipelines' progress callback: stop a cancelled job at the stage boundary it reached."""
+def track_progress(job: Job, done: int, total: int) -> None:
+    """The pipelines' progress callback: remember (done, total) for the v2 status (issue 11: images
+    done of all asked for) and stop a cancelled job at the stage boundary it reached."""
+    job.progress = (done, total)
     if job.cancelled:
         raise Cancelled(job.id)
 

@@ -38,6 +38,7 @@ class Job:
     future: Future = field(default_factory=Future, repr=False)
     cancel_requested: threading.Event = field(default_factory=threading.Event, repr=False)
     settled: bool = False  # the reservation was kept or refunded (exactly once)
+    progress: tuple[int, int] | None = None  # (done, total) the pipeline last reported
 
     @property
     def cancelled(self) -> bool:

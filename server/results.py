@@ -32,8 +32,13 @@ def job_body(row: dict, base: str, full: bool) -> tuple[int, dict, dict[str, str
                      "metrics": failure_metrics(row)}, {}
     if row["status"] != COMPLETED:
         urls = request_urls(base, job_id)
-        return 200, {"status": row["status"], "request_id": job_id, "status_url": urls["status_url"],
-                     "response_url": urls["response_url"], "metrics": {}}, {}
+        body = {"status": row["status"], "request_id": job_id, "status_url": urls["status_url"],
+                "response_url": urls["response_url"], "metrics": {}}
+        if row.get("progress"):
+            # facefoundry extra: a long job's stages (consistent-character: images) done of total.
+            done, total = row["progress"]
+            body["progress"] = {"done": done, "total": total}
+        return 200, body, {}
     result = json.loads(row["result"])
     headers = {"x-seed-value": str(result["seed"]), "x-cost": str(result["metrics"]["cost"]),
                "X-generation-time": f"{result['metrics']['inference_time']:.3f}"}

@@ -152,6 +152,17 @@ def test_cancel_of_a_running_job_stops_it_at_the_next_stage(tmp_path):
         assert credits(server) == 10
 
 
+def test_v2_status_of_a_running_job_reports_its_progress(tmp_path):
+    with running(tmp_path) as server:
+        job = post(server, "/v2/face-to-sticker", dict(STICKER, prompt="sleep:3")).json()
+        assert fake_pipeline.RUNNING.wait(10)
+        wait_until(lambda: "progress" in httpx.get(job["status_url"], headers=HEADERS).json())
+        status = httpx.get(job["status_url"], headers=HEADERS).json()
+        assert status["status"] == "PROCESSING"
+        assert status["progress"]["total"] == 60 and 1 <= status["progress"]["done"] <= 60
+        assert "progress" not in wait_terminal(job["status_url"], limit=10).json()
+
+
 def test_another_keys_job_cannot_be_cancelled(tmp_path):
     with running(tmp_path) as server:
         other = "SG_" + "f3a9c2e5b8d1f467"
