@@ -114,12 +114,15 @@ def test_pos_recovers_a_known_scaled_orthographic_projection():
 
 def test_align_img_centres_the_standard_face():
     """Landmarks that are the standard points seen at scale 102 / s and centred end up at the
-    aligned crop's centre with scale s (the projection POS inverts)."""
+    aligned crop's centre with scale s (the projection POS inverts). s = 1.25 on a 250 px image
+    puts w0 * s = 312.5 half a pixel from the truncation to int: at s = 1 the least-squares scale
+    lands on either side of 256 depending on the CPU's LAPACK kernels, moving every point 0.5 px."""
     lm3d = np.array([[-0.31, 0.29, 0.13], [0.31, 0.29, 0.13], [0.0, -0.05, 0.55], [-0.25, -0.38, 0.22],
                      [0.25, -0.38, 0.22]])
-    image = np.full((256, 256, 3), 128, np.uint8)
-    lm5 = lm3d[:, :2] * 102.0 + [128.0, 128.0]
+    image = np.full((250, 250, 3), 128, np.uint8)
+    lm5 = lm3d[:, :2] * (102.0 / 1.25) + [125.0, 125.0]
     trans_params, aligned, lm_new = align_img(image, lm5, lm3d)
-    np.testing.assert_allclose(trans_params, [256, 256, 1.0, 128.0, 128.0], atol=1e-9)
-    np.testing.assert_allclose(lm_new, lm3d[:, :2] * 102.0 + 112.0, atol=1e-9)
+    np.testing.assert_allclose(trans_params, [250, 250, 1.25, 125.0, 125.0], atol=1e-9)
+    # (lm - t + w0/2) s - (int(w0 s)/2 - 112) = 102 lm3d + 156.25 - 44
+    np.testing.assert_allclose(lm_new, lm3d[:, :2] * 102.0 + 112.25, atol=1e-9)
     assert aligned.shape == (224, 224, 3) and (aligned == 128).all()
