@@ -21,9 +21,8 @@ from safetensors.torch import load_file
 
 from pipelines.common.arcface import ArcFace
 from pipelines.common.checkpoint import load_strict
-from pipelines.common.instantid import SDXLComponents, load_controlnet, load_face_adapters, load_image_encoder
+from pipelines.common.instantid import SDXLComponents, load_sdxl_components
 from pipelines.common.scrfd import SCRFD
-from pipelines.common.sdxl_checkpoint import load_single_file
 from pipelines.common.yolo_loader import load_yolo_face
 
 from .eye_detailer import EyeDetailer
@@ -70,15 +69,7 @@ def load_openpose(weights: Path, dtype: torch.dtype = torch.float32):
 def load_components(files: Mapping[str, Path], device: str = "cpu",
                     dtype: torch.dtype = torch.float32) -> CharacterComponents:
     """``files``: ROLES name → installed path."""
-    pipe = load_single_file(files["checkpoint"], files["sdxl_config"].parent, dtype)
-    load_face_adapters(pipe, files["instantid_adapter"], files["plus_face"])
-    sdxl = SDXLComponents(
-        pipe=pipe,
-        identitynet=load_controlnet(files["identitynet"].parent, dtype),
-        image_encoder=load_image_encoder(files["image_encoder"].parent, dtype),
-        device=device,
-        dtype=dtype,
-    )
+    sdxl = load_sdxl_components(files, device, dtype)
     return CharacterComponents(
         sdxl=sdxl,
         openpose=load_openpose(files["openpose"], dtype).to(device),

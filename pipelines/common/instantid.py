@@ -3,7 +3,7 @@ consistent-character (sticker-and-character.md §2.3, §3.5, §4, §5).
 
 API for a pipeline (consistent-character calls exactly this):
 
-1. Components, once per process::
+1. Components, once per process (``load_sdxl_components`` does this from a pipeline's files)::
 
        pipe = sdxl_checkpoint.load_single_file(checkpoint, sdxl_config_dir, dtype)      # or from_pipe
        load_face_adapters(pipe, instantid_bin, plus_face_safetensors)   # order: InstantID, plus-face
@@ -51,7 +51,7 @@ import inspect
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from .comfy_prompt import ComfyPromptEncoder, PromptEmbeds
 from .face_types import Face
 from .ip_adapter_noise import noised_negative_image
+from .sdxl_checkpoint import fuse_lora, load_single_file
 from .sigma_gate import ALWAYS, SigmaGate, img2img_steps
 
 INSTANTID_NOISE = 0.35  # ApplyInstantID's hidden default (§2.2 step 5)
@@ -143,6 +144,24 @@ class SDXLComponents:
         self.pipe.set_progress_bar_config(disable=True)
         self.prompt_encoder = ComfyPromptEncoder(self.pipe.tokenizer, self.pipe.text_encoder,
                                                  self.pipe.tokenizer_2, self.pipe.text_encoder_2)
+
+
+def load_sdxl_components(files: Mapping[str, Path], device: str | torch.device, dtype: torch.dtype,
+                         lora: tuple[Path, float] | None = None) -> SDXLComponents:
+    """Step 1 from a pipeline's role files (``checkpoint``, ``sdxl_config``, ``instantid_adapter``,
+    ``plus_face``, ``identitynet``, ``image_encoder``). A LoRA is fused into the checkpoint before
+    the adapters attach, as the graph loads it (§2.1)."""
+    pipe = load_single_file(files["checkpoint"], files["sdxl_config"].parent, dtype)
+    if lora is not None:
+        fuse_lora(pipe, *lora)
+    load_face_adapters(pipe, files["instantid_adapter"], files["plus_face"])
+    return SDXLComponents(
+        pipe=pipe,
+        identitynet=load_controlnet(files["identitynet"].parent, dtype),
+        image_encoder=load_image_encoder(files["image_encoder"].parent, dtype),
+        device=device,
+        dtype=dtype,
+    )
 
 
 # ---------------------------------------------------------------- faces

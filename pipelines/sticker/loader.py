@@ -16,14 +16,8 @@ from typing import Mapping
 import torch
 
 from pipelines.common.arcface import ArcFace
-from pipelines.common.instantid import (
-    SDXLComponents,
-    load_face_adapters,
-    load_controlnet,
-    load_image_encoder,
-)
+from pipelines.common.instantid import SDXLComponents, load_controlnet, load_sdxl_components
 from pipelines.common.scrfd import SCRFD
-from pipelines.common.sdxl_checkpoint import fuse_lora, load_single_file
 
 from . import config
 from .background import BackgroundRemover, ISNetRemover, load_mask_network
@@ -66,16 +60,7 @@ class StickerComponents:
 def load_components(files: Mapping[str, Path], device: str = "cpu",
                     dtype: torch.dtype = torch.float32) -> StickerComponents:
     """``files``: ROLES name → installed path."""
-    pipe = load_single_file(files["checkpoint"], files["sdxl_config"].parent, dtype)
-    fuse_lora(pipe, files["lora"], config.LORA_SCALE)
-    load_face_adapters(pipe, files["instantid_adapter"], files["plus_face"])
-    sdxl = SDXLComponents(
-        pipe=pipe,
-        identitynet=load_controlnet(files["identitynet"].parent, dtype),
-        image_encoder=load_image_encoder(files["image_encoder"].parent, dtype),
-        device=device,
-        dtype=dtype,
-    )
+    sdxl = load_sdxl_components(files, device, dtype, lora=(files["lora"], config.LORA_SCALE))
     depth_controlnet = load_controlnet(files["depth_controlnet"].parent, dtype).to(device).eval()
     return StickerComponents(
         sdxl=sdxl,
