@@ -3,10 +3,8 @@ and a server killed with a running and a queued v2 job finds both in Redis when 
 re-runs them and charges each once: the SQLite store's restart semantics (tests/server/test_restart.py)."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,8 +15,8 @@ from server.redis_store import RedisKeyStore, connect
 from tests.scale.conftest import free_port
 from tests.server import fake_pipeline
 from tests.server.conftest import FACE, b64
+from tests.server.fake_server import spawn
 
-REPO = Path(__file__).resolve().parents[2]
 KEY = "SG_0123456789abcdef"
 HEADERS = {"x-api-key": KEY}
 
@@ -40,20 +38,8 @@ def test_keys_commands_manage_the_redis_store(redis_url, redis_client, tmp_path,
 
 
 def start(tmp: Path, port: int, redis_url: str) -> subprocess.Popen:
-    args = [sys.executable, "-m", "tests.server.fake_server", "serve", "--port", str(port), "--store", redis_url,
-            "--weights-root", str(tmp / "weights"), "--job-store", str(tmp / "jobs.sqlite"),
-            "--outputs-dir", str(tmp / "outputs"), "--log-level", "warning"]
-    env = {**os.environ, "FACEFOUNDRY_JOB_MAX_ATTEMPTS": "2", "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(args, cwd=REPO, env=env)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("server did not start")
+    return spawn(port, ["--store", redis_url, "--weights-root", str(tmp / "weights"),
+                        "--job-store", str(tmp / "jobs.sqlite"), "--outputs-dir", str(tmp / "outputs")], 2)
 
 
 def wait_for(port: int, job_id: str, states: set[str], limit: float = 20) -> dict:

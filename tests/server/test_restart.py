@@ -1,10 +1,8 @@
 """A server killed with queued and running v2 jobs loses none of them on restart."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,26 +12,13 @@ import pytest
 from server.auth import KeyStore
 from tests.server import fake_pipeline
 from tests.server.conftest import FACE, HEADERS, KEY, b64, free_port
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.server.fake_server import spawn
 
 
 def start(tmp: Path, port: int, max_attempts: int) -> subprocess.Popen:
-    args = [sys.executable, "-m", "tests.server.fake_server", "serve", "--port", str(port),
-            "--keys-file", str(tmp / "keys.json"), "--weights-root", str(tmp / "weights"),
-            "--job-store", str(tmp / "jobs.sqlite"), "--outputs-dir", str(tmp / "outputs"),
-            "--log-level", "warning"]
-    env = {**os.environ, "FACEFOUNDRY_JOB_MAX_ATTEMPTS": str(max_attempts), "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(args, cwd=REPO, env=env)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("server did not start")
+    return spawn(port, ["--keys-file", str(tmp / "keys.json"), "--weights-root", str(tmp / "weights"),
+                        "--job-store", str(tmp / "jobs.sqlite"), "--outputs-dir", str(tmp / "outputs")],
+                 max_attempts)
 
 
 def status(port: int, job_id: str) -> dict:
