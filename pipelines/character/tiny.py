@@ -19,26 +19,24 @@ import torch
 from safetensors.torch import save_file
 
 from pipelines.common.tiny_sdxl import (
+    CLIP_VISION_WIDTH,
+    CONTROLNET_HINT_CHANNELS,
     CROSS_ATTENTION_DIM,
+    FACE_EMBEDDING_DIM,
+    FACE_TOKENS,
+    RESAMPLER_WIDTH,
     build_tiny_inpaint_pipeline,
     ip_adapter_attention_state,
     resampler_state,
     write_instantid_bin,
+    write_clip_vision,
+    write_controlnet,
     write_plus_face_safetensors,
     write_single_file_sdxl,
 )
 from pipelines.common.checkpoint import write_config_sidecar
 from pipelines.common.tiny_yolo import SILENT_BIAS, TINY_YOLO, write_ultralytics_checkpoint
 from pipelines.common.yolo_face import YoloV8
-from pipelines.sticker.tiny import (
-    CLIP_VISION_WIDTH,
-    CONTROLNET_HINT_CHANNELS,
-    FACE_EMBEDDING_DIM,
-    FACE_TOKENS,
-    RESAMPLER_WIDTH,
-    write_clip_vision,
-    write_controlnet,
-)
 from pipelines.weights.manifest import load_manifest
 
 SAFETY_WIDTH = 32

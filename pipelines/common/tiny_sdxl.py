@@ -328,3 +328,36 @@ def write_single_file_sdxl(path: Path, pipe, dtype: torch.dtype = torch.float16)
              | open_clip_state(pipe.text_encoder_2))
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.to(dtype).contiguous() for k, v in state.items()}, str(path))
+
+
+# The InstantID / plus-face runtime's tiny parts, shared by face-to-sticker and consistent-character.
+CLIP_VISION_WIDTH = 32
+RESAMPLER_WIDTH = 64
+FACE_EMBEDDING_DIM = 512  # glintr100's output
+FACE_TOKENS = 16
+CONTROLNET_HINT_CHANNELS = (8, 16, 16, 16)
+
+
+def _randomise_zero_convs(controlnet, generator: torch.Generator) -> None:
+    """ControlNets start with zero output convolutions; small random ones make the hint matter."""
+    with torch.no_grad():
+        for name, param in controlnet.named_parameters():
+            if name.startswith(("controlnet_down_blocks", "controlnet_mid_block")):
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+
+
+def write_controlnet(folder: Path, unet, seed: int) -> None:
+    from diffusers import ControlNetModel
+
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=CONTROLNET_HINT_CHANNELS)
+    _randomise_zero_convs(controlnet, torch.Generator().manual_seed(seed))
+    controlnet.save_pretrained(str(folder), safe_serialization=True)
+
+
+def write_clip_vision(folder: Path) -> None:
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(hidden_size=CLIP_VISION_WIDTH, intermediate_size=37, num_hidden_layers=2,
+                              num_attention_heads=4, image_size=224, patch_size=14, projection_dim=CLIP_VISION_WIDTH)
+    CLIPVisionModelWithProjection(config).save_pretrained(str(folder), safe_serialization=True)

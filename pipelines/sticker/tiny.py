@@ -19,7 +19,11 @@ from safetensors.torch import save_file
 
 from pipelines.common.checkpoint import write_config_sidecar
 from pipelines.common.tiny_sdxl import (
+    CLIP_VISION_WIDTH,
     CROSS_ATTENTION_DIM,
+    FACE_EMBEDDING_DIM,
+    FACE_TOKENS,
+    RESAMPLER_WIDTH,
     build_tiny_inpaint_pipeline,
     tiny_vae_config,
     write_tokenizer,
@@ -27,6 +31,8 @@ from pipelines.common.tiny_sdxl import (
     lightning_lora_state,
     resampler_state,
     write_instantid_bin,
+    write_clip_vision,
+    write_controlnet,
     write_plus_face_safetensors,
     write_single_file_sdxl,
 )
@@ -35,11 +41,6 @@ from pipelines.weights.manifest import load_manifest
 from .isnet import ISNet
 from .rrdbnet import RRDBNet, esrgan_state
 
-CLIP_VISION_WIDTH = 32
-RESAMPLER_WIDTH = 64
-FACE_EMBEDDING_DIM = 512  # glintr100's output
-FACE_TOKENS = 16
-CONTROLNET_HINT_CHANNELS = (8, 16, 16, 16)
 ISNET_TINY = {"in_ch": 3, "out_ch": 1, "width": 8}
 ZOE_PROCESSOR_SIDE = 64
 ISNET_ONNX_SIDE = 64  # trace size only: the export takes any size
@@ -52,31 +53,6 @@ def _dest(dest: Path, entry: str) -> Path:
     path = dest / load_manifest()[entry].dest
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _randomise_zero_convs(controlnet, generator: torch.Generator) -> None:
-    """ControlNets start with zero output convolutions; small random ones make the hint matter."""
-    with torch.no_grad():
-        for name, param in controlnet.named_parameters():
-            if name.startswith(("controlnet_down_blocks", "controlnet_mid_block")):
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
-
-
-def write_controlnet(folder: Path, unet, seed: int) -> None:
-    from diffusers import ControlNetModel
-
-    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=CONTROLNET_HINT_CHANNELS)
-    _randomise_zero_convs(controlnet, torch.Generator().manual_seed(seed))
-    controlnet.save_pretrained(str(folder), safe_serialization=True)
-
-
-def write_clip_vision(folder: Path) -> None:
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    torch.manual_seed(0)
-    config = CLIPVisionConfig(hidden_size=CLIP_VISION_WIDTH, intermediate_size=37, num_hidden_layers=2,
-                              num_attention_heads=4, image_size=224, patch_size=14, projection_dim=CLIP_VISION_WIDTH)
-    CLIPVisionModelWithProjection(config).save_pretrained(str(folder), safe_serialization=True)
 
 
 def write_zoe_depth(folder: Path) -> None:
