@@ -322,7 +322,7 @@ def pipeline_params(params_type: type, request: SegmindRequest):
 
 def params_for(slug: str, params_type: type, **fields: Any):
     """``params_type`` from request fields alone, every other field at the protocol's default (media
-    fields get a placeholder reference): how benchmarks and pipeline tests build parameters."""
+    fields get a dummy reference, "-"): how benchmarks and pipeline tests build parameters."""
     endpoint = ENDPOINTS[slug]
-    placeholders = {name: "-" for name in endpoint.media_fields}
-    return pipeline_params(params_type, endpoint.request.model_validate({**placeholders, **fields}))
+    dummy_media = {name: "-" for name in endpoint.media_fields}
+    return pipeline_params(params_type, endpoint.request.model_validate({**dummy_media, **fields}))
