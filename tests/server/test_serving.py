@@ -24,7 +24,8 @@ from server.logs import REQUEST_ID, JsonFormatter, RequestIdFilter
 from server.middleware import is_quiet
 from tests.server import fake_pipeline
 from tests.server.conftest import FACE, HEADERS, KEY, b64, free_port, local_origin, running, wait_terminal
-from tests.server.test_restart import REPO, start
+from tests.server.fake_server import REPO
+from tests.server.test_restart import start
 
 STICKER = {"image": b64(FACE)}
 EDIT = {"image": b64(FACE)}
