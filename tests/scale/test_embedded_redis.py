@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -15,7 +14,7 @@ from server.redis_store import RedisKeyStore, connect
 from tests.scale.conftest import free_port
 from tests.server import fake_pipeline
 from tests.server.conftest import FACE, b64
-from tests.server.fake_server import spawn
+from tests.server.fake_server import spawn, wait_for
 
 KEY = "SG_0123456789abcdef"
 HEADERS = {"x-api-key": KEY}
@@ -42,16 +41,6 @@ def start(tmp: Path, port: int, redis_url: str) -> subprocess.Popen:
                         "--job-store", str(tmp / "jobs.sqlite"), "--outputs-dir", str(tmp / "outputs")], 2)
 
 
-def wait_for(port: int, job_id: str, states: set[str], limit: float = 20) -> dict:
-    deadline = time.time() + limit
-    while time.time() < deadline:
-        body = httpx.get(f"http://127.0.0.1:{port}/v2/requests/{job_id}/status", headers=HEADERS).json()
-        if body["status"] in states:
-            return body
-        time.sleep(0.1)
-    raise AssertionError(f"{job_id} never reached {states}: {body}")
-
-
 def test_a_killed_server_reruns_its_jobs_from_redis_and_charges_each_once(redis_url, redis_client, tmp_path):
     fake_pipeline.write_markers(tmp_path / "weights")
     RedisKeyStore(connect(redis_url)).add(KEY, credits=10)
@@ -62,15 +51,15 @@ def test_a_killed_server_reruns_its_jobs_from_redis_and_charges_each_once(redis_
         running = httpx.post(url, json={"image": b64(FACE), "prompt": f"hang-once:{tmp_path / 'ran'}"},
                              headers=HEADERS).json()["request_id"]
         queued = httpx.post(url, json={"image": b64(FACE)}, headers=HEADERS).json()["request_id"]
-        wait_for(port, running, {"PROCESSING"})
+        wait_for(port, running, {"PROCESSING"}, HEADERS)
     finally:
         server.send_signal(signal.SIGKILL)
         server.wait()
 
     server = start(tmp_path, port, redis_url)
     try:
-        assert wait_for(port, queued, {"COMPLETED", "FAILED"})["status"] == "COMPLETED"
-        assert wait_for(port, running, {"COMPLETED", "FAILED"})["status"] == "COMPLETED"
+        assert wait_for(port, queued, {"COMPLETED", "FAILED"}, HEADERS)["status"] == "COMPLETED"
+        assert wait_for(port, running, {"COMPLETED", "FAILED"}, HEADERS)["status"] == "COMPLETED"
         result = httpx.get(f"http://127.0.0.1:{port}/v2/requests/{running}", headers=HEADERS).json()
         assert result["metrics"]["retry_count"] == 1
         credits = httpx.get(f"http://127.0.0.1:{port}/v1/get-user-credits", headers=HEADERS).json()["credits"]

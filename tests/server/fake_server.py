@@ -31,6 +31,21 @@ def spawn(port: int, args: list[str], max_attempts: int) -> subprocess.Popen:
     raise RuntimeError("server did not start")
 
 
+def job_status(port: int, job_id: str, headers: dict) -> dict:
+    return httpx.get(f"http://127.0.0.1:{port}/v2/requests/{job_id}/status", headers=headers).json()
+
+
+def wait_for(port: int, job_id: str, states: set[str], headers: dict, limit: float = 20) -> dict:
+    """Poll a spawned server until the job is in one of ``states``; its last status."""
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        body = job_status(port, job_id, headers)
+        if body["status"] in states:
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"{job_id} never reached {states}: {body}")
+
+
 if __name__ == "__main__":
     fake_pipeline.install()
     sys.exit(main(sys.argv[1:]))

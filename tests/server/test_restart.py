@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -12,27 +11,13 @@ import pytest
 from server.auth import KeyStore
 from tests.server import fake_pipeline
 from tests.server.conftest import FACE, HEADERS, KEY, b64, free_port
-from tests.server.fake_server import spawn
+from tests.server.fake_server import job_status, spawn, wait_for
 
 
 def start(tmp: Path, port: int, max_attempts: int) -> subprocess.Popen:
     return spawn(port, ["--keys-file", str(tmp / "keys.json"), "--weights-root", str(tmp / "weights"),
                         "--job-store", str(tmp / "jobs.sqlite"), "--outputs-dir", str(tmp / "outputs")],
                  max_attempts)
-
-
-def status(port: int, job_id: str) -> dict:
-    return httpx.get(f"http://127.0.0.1:{port}/v2/requests/{job_id}/status", headers=HEADERS).json()
-
-
-def wait_for(port: int, job_id: str, states: set[str], limit: float = 20) -> dict:
-    deadline = time.time() + limit
-    while time.time() < deadline:
-        body = status(port, job_id)
-        if body["status"] in states:
-            return body
-        time.sleep(0.1)
-    raise AssertionError(f"{job_id} never reached {states}: {body}")
 
 
 @pytest.mark.parametrize("max_attempts", [2, 1])
@@ -46,16 +31,16 @@ def test_kill_and_restart_keeps_queued_and_running_jobs(tmp_path, max_attempts):
         running = httpx.post(url, json={"image": b64(FACE), "prompt": f"hang-once:{tmp_path / 'ran'}"},
                              headers=HEADERS).json()["request_id"]
         queued = httpx.post(url, json={"image": b64(FACE)}, headers=HEADERS).json()["request_id"]
-        wait_for(port, running, {"PROCESSING"})
-        assert status(port, queued)["status"] == "QUEUED"
+        wait_for(port, running, {"PROCESSING"}, HEADERS)
+        assert job_status(port, queued, HEADERS)["status"] == "QUEUED"
     finally:
         server.send_signal(signal.SIGKILL)
         server.wait()
 
     server = start(tmp_path, port, max_attempts)
     try:
-        assert wait_for(port, queued, {"COMPLETED", "FAILED"})["status"] == "COMPLETED"
-        body = wait_for(port, running, {"COMPLETED", "FAILED"})
+        assert wait_for(port, queued, {"COMPLETED", "FAILED"}, HEADERS)["status"] == "COMPLETED"
+        body = wait_for(port, running, {"COMPLETED", "FAILED"}, HEADERS)
         if max_attempts == 2:
             assert body["status"] == "COMPLETED"
             result = httpx.get(f"http://127.0.0.1:{port}/v2/requests/{running}", headers=HEADERS).json()
